@@ -1,0 +1,32 @@
+# robotaxi_stack: `make demo` runs the default ride scenario, `make test` builds and tests.
+SHELL := /bin/bash
+VENV := .venv
+ROS_ENV := source tools/ros_env.sh
+SCENARIO ?= scenarios/plain_ride.yaml
+DEMO_OUT ?= out/demo
+
+.PHONY: demo test setup build bench clean lint
+
+demo: build
+	$(ROS_ENV) && robotaxi scenario run $(SCENARIO) --out $(DEMO_OUT)
+
+setup:
+	tools/setup_env.sh
+
+build: setup
+	$(ROS_ENV) && colcon --log-level error build --base-paths . interfaces \
+	    --event-handlers console_cohesion- status- summary+ \
+	    --cmake-args -DBUILD_TESTING=OFF -Wno-dev
+
+test: build
+	$(ROS_ENV) && colcon --log-level error test --packages-select robotaxi_stack \
+	    --event-handlers console_direct+ status- summary+ \
+	    --pytest-args -p no:cacheprovider --timeout=900 \
+	  ; rc=$$?; $(ROS_ENV) && colcon test-result --verbose --test-result-base build/robotaxi_stack \
+	  && exit $$rc
+
+bench: build
+	$(ROS_ENV) && for b in bench/*.py; do echo "== $$b"; python $$b $(BENCH_ARGS) || exit 1; done
+
+clean:
+	rm -rf build install log out

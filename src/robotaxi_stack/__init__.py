@@ -1,0 +1,1 @@
+"""robotaxi_stack: onboard L4 autonomy stack for a driverless ride-hailing fleet."""

@@ -1,0 +1,1 @@
+"""robotaxi_stack.prediction."""

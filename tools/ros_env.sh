@@ -1,0 +1,12 @@
+# Sourced by the Makefile: activates .venv and, once built, the colcon install space.
+# The wheels install the ROS 2 prefix into the venv itself, so AMENT/CMAKE prefix paths point there.
+_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+source "$_root/.venv/bin/activate"
+export AMENT_PREFIX_PATH="$_root/.venv${AMENT_PREFIX_PATH:+:$AMENT_PREFIX_PATH}"
+export CMAKE_PREFIX_PATH="$_root/.venv${CMAKE_PREFIX_PATH:+:$CMAKE_PREFIX_PATH}"
+export RMW_IMPLEMENTATION="${RMW_IMPLEMENTATION:-rmw_fastrtps_cpp}"
+if [ -f "$_root/install/setup.bash" ]; then
+  # colcon's setup script warns about the venv prefix having no local_setup file: harmless.
+  source "$_root/install/setup.bash" 2>/dev/null
+fi
+unset _root

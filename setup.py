@@ -1,7 +1,7 @@
 """ament_python package robotaxi_stack (src layout)."""
 
-import glob
 import os
+import runpy
 
 from setuptools import find_packages, setup
 
@@ -9,9 +9,7 @@ PACKAGE = 'robotaxi_stack'
 
 # Executables: `<name>_node` console scripts (ros2 run / ros2 launch find them in lib/<package>)
 # and the `robotaxi` CLI for people.
-NODES = {
-    # name: module path below robotaxi_stack
-}
+NODES = runpy.run_path('src/robotaxi_stack/bringup/executables.py')['NODE_EXECUTABLES']
 
 
 def share_tree(folder):
@@ -47,7 +45,7 @@ setup(
     entry_points={
         'console_scripts': [
             'robotaxi = robotaxi_stack.bringup.cli:main',
-            *(f'{name} = {PACKAGE}.{module}:main' for name, module in NODES.items()),
+            *(f'{name} = {module}:main' for name, module in NODES.items()),
         ],
     },
 )

@@ -8,5 +8,7 @@ export RMW_IMPLEMENTATION="${RMW_IMPLEMENTATION:-rmw_fastrtps_cpp}"
 if [ -f "$_root/install/setup.bash" ]; then
   # colcon's setup script warns about the venv prefix having no local_setup file: harmless.
   source "$_root/install/setup.bash" 2>/dev/null
+  # `robotaxi` (and the *_node executables) live in lib/robotaxi_stack, where ros2 run looks.
+  export PATH="$_root/install/robotaxi_stack/lib/robotaxi_stack:$PATH"
 fi
 unset _root

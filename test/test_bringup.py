@@ -187,7 +187,7 @@ def test_launch_file_builds_launch_ros_nodes_from_the_graph(monkeypatch):
     modules['launch.actions'].DeclareLaunchArgument = type('DeclareLaunchArgument', (_Recorder,), {})
     modules['launch.actions'].OpaqueFunction = type('OpaqueFunction', (_Recorder,), {})
     values = {'sim': 'true', 'vehicle': 'bmw_320i', 'params_file': '', 'log_level': 'warn',
-              'use_sim_time': '', 'perception': 'ground_truth'}
+              'use_sim_time': '', 'perception': 'ground_truth', 'scenario': ''}
 
     class LaunchConfiguration:
         def __init__(self, name):

@@ -40,6 +40,7 @@ LAUNCH_ARGUMENTS = {
     'log_level': ('info', 'log level of every node'),
     'use_sim_time': ('', 'use /clock; empty means: same as sim'),
     'perception': ('ground_truth', 'ground_truth | lidar_camera'),
+    'scenario': ('', 'scenario YAML the simulator runs; empty: the built-in default ride'),
 }
 LOG_LEVELS = ('debug', 'info', 'warn', 'error', 'fatal')
 

@@ -6,4 +6,5 @@ setup.py turns each into a console script in lib/robotaxi_stack (found by `ros2 
 
 NODE_EXECUTABLES = {
     'health_monitor_node': 'robotaxi_stack.system.health_monitor_node',
+    'simulator_node': 'robotaxi_stack.sim.simulator_node',
 }

@@ -114,7 +114,7 @@ class GraphRunner:
         """Handle one node's exit; returns False when the whole graph must stop."""
         name = managed.spec.name
         uptime = now - managed.started_at
-        if uptime < STARTUP_GRACE_S and managed.restarts == 0:
+        if uptime < STARTUP_GRACE_S and managed.restarts == 0 and code != 0:
             self.failure = f'node {name!r} failed to start (exit code {code})'
             return False
         if managed.spec.respawn:
@@ -127,7 +127,12 @@ class GraphRunner:
             return True
         managed.exit_code = code
         if managed.spec.required:
-            self.failure = f'required node {name!r} exited with code {code}'
+            # A required node that ends cleanly (the simulator at the end of its scenario)
+            # stops the graph normally; launch's on_exit Shutdown does the same.
+            if code != 0:
+                self.failure = f'required node {name!r} exited with code {code}'
+            else:
+                self.log(f'required node {name!r} finished; stopping the graph')
             return False
         self.log(f'node {name!r} exited with code {code} (not respawned)')
         return True

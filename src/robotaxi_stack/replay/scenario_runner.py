@@ -1,0 +1,173 @@
+"""Closed-loop scenario runs: the stack graph + simulator, recorded and evaluated.
+
+`run_scenario(file, out_dir)`:
+1. validates the scenario (errors name the key) and writes a parameter file that points the
+   simulator at it (as fast as the machine allows, lock-stepped, waiting for every node);
+2. starts the stack graph of config/stack.yaml with sim:=true through the bringup runner,
+   logging every node to out_dir/stack.log;
+3. records every contract topic to out_dir/bag (rosbag2, MCAP) from this process;
+4. kills nodes at the scenario's kill_node fault times (sim time, from /clock);
+5. when the simulator ends the scenario, closes the bag and writes result.json and
+   summary.png. A run that could not finish (a node failed to start, the wall-clock limit)
+   still writes result.json, with passed = false and the reason.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import signal
+import threading
+import time
+import traceback
+from typing import Any
+
+import yaml
+
+from robotaxi_stack.bringup.graph import load_graph, resolve_arguments, resolve_graph
+from robotaxi_stack.bringup.process_runner import GraphRunner
+from robotaxi_stack.common.paths import config_dir, data_path
+from robotaxi_stack.replay import evaluation
+from robotaxi_stack.sim.scenario import KillNodeFault, Scenario, load_scenario
+from robotaxi_stack.sim.vehicle_dynamics import load_vehicle
+from robotaxi_stack.sim.world import build_town
+
+RECORDER_NODE = 'scenario_recorder'
+# Wall-clock allowance: start-up plus this many wall seconds per simulated second.
+WALL_S_PER_SIM_S = 20.0
+STARTUP_ALLOWANCE_S = 60.0
+
+
+class ScenarioRunError(RuntimeError):
+    """The run could not be carried out (not: the scenario's expectations failed)."""
+
+
+def _write_params(out_dir: pathlib.Path, scenario: Scenario,
+                  node_names: list[str]) -> pathlib.Path:
+    real_time_factor = scenario.sim.real_time_factor or 0.0
+    params = {'simulator': {'ros__parameters': {
+        'real_time_factor': float(real_time_factor),
+        'lockstep': True,
+        'exit_at_end': True,
+        'step_hz': float(max(scenario.sim.step_hz, 100.0)),
+        'wait_for_nodes': [n for n in node_names if n != 'simulator'] + [RECORDER_NODE],
+    }}}
+    path = out_dir / 'scenario.param.yaml'
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    return path
+
+
+def _failed_result(scenario_name: str, reason: str) -> dict:
+    return {'scenario': scenario_name, 'passed': False, 'failures': [reason], 'metrics': {}}
+
+
+def run_scenario(scenario_file: str | os.PathLike, out_dir: str | os.PathLike, *,
+                 storage: str = 'mcap') -> dict:
+    """Run one scenario closed loop; returns the result.json content (also written)."""
+    scenario_path = pathlib.Path(scenario_file).resolve()
+    scenario = load_scenario(scenario_path)
+    out = pathlib.Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    bag_dir = out / 'bag'
+    if bag_dir.exists():
+        raise ScenarioRunError(f'{bag_dir} exists: bags are never overwritten; '
+                               'choose a new --out directory')
+    town = build_town(scenario, scenario_path.parent)
+    vehicle = load_vehicle(scenario.ego.vehicle)
+    nodes = load_graph(data_path('config', 'stack.yaml'))
+    base_args = {'sim': 'true', 'vehicle': scenario.ego.vehicle,
+                 'perception': scenario.sim.perception, 'scenario': str(scenario_path)}
+    names = [s.name for s in resolve_graph(nodes, resolve_arguments(base_args), config_dir())]
+    params_file = _write_params(out, scenario, names)
+    args = resolve_arguments({**base_args, 'params_file': str(params_file)})
+    specs = resolve_graph(nodes, args, config_dir())
+    for fault in scenario.faults:
+        if isinstance(fault, KillNodeFault) and fault.node not in names:
+            raise ScenarioRunError(f'faults: kill_node node {fault.node!r} is not in the '
+                                   f'graph {names}')
+
+    result: dict[str, Any]
+    with open(out / 'stack.log', 'w') as log:
+        runner = GraphRunner(specs, use_sim_time=True, out=log)
+        try:
+            failure = _run_closed_loop(runner, scenario, bag_dir, storage)
+        except Exception:  # report, never lose the run: result.json says what happened
+            failure = 'scenario runner crashed: ' + traceback.format_exc(limit=3)
+    if failure is None:
+        series = evaluation.extract_series(bag_dir)
+        result, extras = evaluation.evaluate(series, scenario, vehicle)
+        evaluation.write_summary(out / 'summary.png', series, scenario, town, extras)
+    else:
+        result = _failed_result(scenario.name, failure)
+    result['output'] = {'bag': str(bag_dir), 'summary': str(out / 'summary.png'),
+                        'log': str(out / 'stack.log')}
+    (out / 'result.json').write_text(json.dumps(result, indent=2) + '\n')
+    return result
+
+
+def _run_closed_loop(runner: GraphRunner, scenario: Scenario, bag_dir: pathlib.Path,
+                     storage: str) -> str | None:
+    """Record while the graph runs; returns a failure reason or None."""
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.parameter import Parameter
+    from rosgraph_msgs.msg import Clock
+
+    from robotaxi_stack.common.qos import clock_qos
+    from robotaxi_stack.replay.recorder import BagRecorder
+
+    context = rclpy.Context()
+    rclpy.init(context=context, signal_handler_options=rclpy.SignalHandlerOptions.NO)
+    node = rclpy.create_node(RECORDER_NODE, context=context, parameter_overrides=[
+        Parameter('use_sim_time', value=True)])
+    recorder = BagRecorder(node, bag_dir, storage=storage)
+    sim_time = {'ns': 0}
+    node.create_subscription(Clock, '/clock', lambda msg: sim_time.__setitem__(
+        'ns', msg.clock.sec * 1_000_000_000 + msg.clock.nanosec), clock_qos())
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    exit_code: dict[str, int] = {}
+    thread = threading.Thread(target=lambda: exit_code.setdefault('rc', runner.run()),
+                              daemon=True)
+    interrupted = threading.Event()
+    previous = signal.signal(signal.SIGINT, lambda *_: interrupted.set())
+    kills = sorted((f for f in scenario.faults if isinstance(f, KillNodeFault)),
+                   key=lambda f: f.at_s)
+    limit_s = STARTUP_ALLOWANCE_S + WALL_S_PER_SIM_S * scenario.duration_s
+    failure = None
+    try:
+        thread.start()
+        start = time.monotonic()
+        while thread.is_alive():
+            executor.spin_once(timeout_sec=0.01)
+            while kills and sim_time['ns'] >= kills[0].at_s * 1e9:
+                fault = kills.pop(0)
+                for managed in runner.processes:
+                    if managed.spec.name == fault.node:
+                        managed.signal(signal.SIGKILL)
+                        runner.log(f'fault: killed {fault.node} at sim {fault.at_s:.1f} s')
+            if interrupted.is_set():
+                failure = 'interrupted (SIGINT)'
+                runner.stop()
+                break
+            if time.monotonic() - start > limit_s:
+                failure = f'wall-clock limit of {limit_s:.0f} s reached'
+                runner.stop()
+                break
+        thread.join(timeout=30.0)
+        # Drain what is still queued before closing the bag.
+        drain_until = time.monotonic() + 0.5
+        while time.monotonic() < drain_until:
+            executor.spin_once(timeout_sec=0.01)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        recorder.close()
+        node.destroy_node()
+        rclpy.shutdown(context=context)
+    if failure is None and exit_code.get('rc', 1) != 0:
+        failure = f'stack failed: {runner.failure}'
+    if failure is None and sim_time['ns'] < scenario.duration_s * 1e9 * 0.999:
+        failure = (f'simulator stopped at sim {sim_time["ns"] / 1e9:.1f} s of '
+                   f'{scenario.duration_s:.1f} s')
+    return failure

@@ -1,0 +1,318 @@
+"""simulator_node: the closed-loop world, owner of /clock.
+
+Publishes /clock, localisation and vehicle status at the physics rate, LiDAR and camera at
+their rates, ground truth at 10 Hz and the scenario's rides at their times; consumes the gated
+/vehicle/command through the simulated drive-by-wire adapter (with a command watchdog, as a
+real DBW box has). Scenario faults on the topics it publishes (drop, delay, freeze) are applied
+here; killing nodes is the scenario runner's job.
+
+Lock-step: when something publishes /vehicle/command, the simulator does not advance past a
+control tick until a command stamped at (or after) that tick's time has arrived, or
+`lockstep_timeout_s` of wall time has passed (counted and reported: a timeout means the run may
+not be reproducible). With a deterministic stack this makes closed-loop runs reproducible
+whatever the machine's load; without a command publisher the world runs free.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import math
+import sys
+import time
+
+import rclpy
+from geometry_msgs.msg import Pose
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.node import Node
+from rosgraph_msgs.msg import Clock
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+from nav_msgs.msg import Odometry
+
+from robotaxi_msgs.msg import ControlCommand, RideRequest, TrackedObjects, VehicleStatus
+from robotaxi_stack.common.diagnostics import ERROR, WARN, NodeDiagnostics
+from robotaxi_stack.common.image import array_to_image
+from robotaxi_stack.common.params import ParameterError, declare_node_parameters, param
+from robotaxi_stack.common.paths import data_path
+from robotaxi_stack.common.pointcloud import array_to_pointcloud2
+from robotaxi_stack.common.qos import clock_qos, command_qos, objects_qos, sensor_qos
+from robotaxi_stack.common.stamps import NS_PER_S, ns_to_stamp, stamp_to_ns
+from robotaxi_stack.sim import conversions as conv
+from robotaxi_stack.sim.scenario import (DelayTopicFault, DropTopicFault, FreezeSensorFault,
+                                         ScenarioError, load_scenario)
+from robotaxi_stack.sim.vehicle_dynamics import VehicleCommandError
+from robotaxi_stack.sim.world import SimWorld
+
+DEFAULT_SCENARIO = 'scenarios/plain_ride.yaml'
+GROUND_TRUTH_HZ = 10.0
+CONTROL_HZ = 50.0
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SimulatorParams:
+    scenario: str = param('', description='scenario YAML; empty: the default ride')
+    vehicle: str = param('', description='must match the scenario ego vehicle when set')
+    step_hz: float = param(100.0, min=50.0, max=1000.0,
+                           description='physics rate; a multiple of the 50 Hz control rate')
+    real_time_factor: float = param(1.0, min=0.0, max=100.0,
+                                    description='pacing; 0 runs as fast as possible')
+    lockstep: bool = param(True, description='wait for each control tick command')
+    lockstep_timeout_s: float = param(1.0, min=0.01, max=30.0,
+                                      description='wall time to wait for a command')
+    command_timeout_s: float = param(0.5, min=0.05, max=5.0,
+                                     description='DBW watchdog: older commands are ignored')
+    watchdog_decel_mps2: float = param(3.0, min=0.5, max=10.0,
+                                       description='DBW braking without a fresh command')
+    position_noise_m: float = param(0.0, min=0.0, max=5.0)
+    yaw_noise_rad: float = param(0.0, min=0.0, max=0.5)
+    exit_at_end: bool = param(True, description='shut down after scenario duration_s')
+    wait_for_nodes: tuple = param((), description='start time only once these nodes exist')
+    startup_timeout_s: float = param(60.0, min=1.0, max=600.0,
+                                     description='how long to wait for wait_for_nodes')
+
+
+class SimulatorNode(Node):
+    def __init__(self, **kwargs):
+        super().__init__('simulator', **kwargs)
+        self.params = declare_node_parameters(self, SimulatorParams)
+        path = self.params.scenario or str(data_path(DEFAULT_SCENARIO))
+        self.scenario = load_scenario(path)
+        if self.params.vehicle and self.params.vehicle != self.scenario.ego.vehicle:
+            raise ParameterError(f'simulator: parameter vehicle = {self.params.vehicle!r} but '
+                                 f'scenario {path} drives {self.scenario.ego.vehicle!r}')
+        self.world = SimWorld(self.scenario, base_dir=str(data_path()),
+                              position_noise_m=self.params.position_noise_m,
+                              yaw_noise_rad=self.params.yaw_noise_rad)
+        self.diagnostics = NodeDiagnostics(self)
+        self.step_ns = int(round(NS_PER_S / self.params.step_hz))
+        control_ns = int(round(NS_PER_S / CONTROL_HZ))
+        if control_ns % self.step_ns:
+            raise ParameterError(f'simulator: parameter step_hz = {self.params.step_hz} must '
+                                 f'be a multiple of the {CONTROL_HZ:.0f} Hz control rate')
+        self.control_every = control_ns // self.step_ns
+        self.now_ns = 0
+        self.command: ControlCommand | None = None
+        self.command_received_ns = -1
+        self.lockstep_timeouts = 0
+        self.pub = {
+            '/clock': self.create_publisher(Clock, '/clock', clock_qos()),
+            '/localization/kinematic_state': self.create_publisher(
+                Odometry, '/localization/kinematic_state', sensor_qos()),
+            '/vehicle/status': self.create_publisher(VehicleStatus, '/vehicle/status',
+                                                     sensor_qos()),
+            '/sim/ground_truth/objects': self.create_publisher(
+                TrackedObjects, '/sim/ground_truth/objects', objects_qos()),
+            '/sensing/lidar/points': self.create_publisher(
+                PointCloud2, '/sensing/lidar/points', sensor_qos()),
+            '/sensing/camera/front/image_raw': self.create_publisher(
+                Image, '/sensing/camera/front/image_raw', sensor_qos()),
+            '/sensing/camera/front/camera_info': self.create_publisher(
+                CameraInfo, '/sensing/camera/front/camera_info', sensor_qos()),
+            '/planning/ride_request': self.create_publisher(
+                RideRequest, '/planning/ride_request',
+                rclpy.qos.QoSProfile(depth=50, reliability=rclpy.qos.ReliabilityPolicy.RELIABLE,
+                                     durability=rclpy.qos.DurabilityPolicy.TRANSIENT_LOCAL)),
+        }
+        self.create_subscription(ControlCommand, '/vehicle/command', self._on_command,
+                                 command_qos())
+        self.pending_rides = sorted(self.scenario.rides, key=lambda r: r.at_s)
+        self.delayed: collections.deque = collections.deque()
+        self.frozen: dict[str, object] = {}
+        self._check_faults()
+        self.get_logger().info(
+            f'scenario {self.scenario.name!r} ({path}): {len(self.scenario.actors)} actors, '
+            f'{len(self.scenario.rides)} rides, {self.scenario.duration_s:.0f} s')
+
+    def _check_faults(self) -> None:
+        for index, fault in enumerate(self.scenario.faults):
+            topic = getattr(fault, 'topic', None)
+            if topic is not None and topic not in self.pub:
+                raise ScenarioError(f'faults[{index}].topic', f'{topic!r} is not published by '
+                                    f'the simulator; injectable: {sorted(self.pub)}')
+
+    # -- inputs ----------------------------------------------------------------------------
+    def _on_command(self, msg: ControlCommand) -> None:
+        values = (msg.steering_angle_rad, msg.acceleration_mps2)
+        if not all(math.isfinite(v) for v in values):
+            self.diagnostics.health.set('command', ERROR, 'non-finite command ignored')
+            return
+        self.command = msg
+        self.command_received_ns = self.now_ns
+
+    def _command_for_step(self) -> tuple[float, float]:
+        state = self.world.ego.state
+        fresh = (self.command is not None and self.now_ns - self.command_received_ns
+                 <= self.params.command_timeout_s * NS_PER_S)
+        if fresh:
+            self.diagnostics.health.clear('watchdog')
+            return self.command.steering_angle_rad, self.command.acceleration_mps2
+        if self.command is not None:
+            self.diagnostics.health.set('watchdog', WARN, 'no fresh /vehicle/command: braking')
+        # DBW watchdog: hold the wheel, brake to a stop (never roll away).
+        decel = self.params.watchdog_decel_mps2 if abs(state.speed_mps) > 0.0 else 0.0
+        return state.steer_rad, -math.copysign(decel, state.speed_mps) if decel else 0.0
+
+    # -- fault-aware publishing ------------------------------------------------------------
+    def _active(self, kind, topic_or_sensor: str):
+        t_s = self.now_ns / NS_PER_S
+        for fault in self.scenario.faults:
+            if isinstance(fault, kind) and fault.at_s <= t_s < fault.at_s + fault.duration_s:
+                if getattr(fault, 'topic', None) == topic_or_sensor \
+                        or getattr(fault, 'sensor', None) == topic_or_sensor:
+                    return fault
+        return None
+
+    def _publish(self, topic: str, msg) -> None:
+        if self._active(DropTopicFault, topic):
+            return
+        delay = self._active(DelayTopicFault, topic)
+        if delay:
+            self.delayed.append((self.now_ns + int(delay.delay_s * NS_PER_S), topic, msg))
+            return
+        self.pub[topic].publish(msg)
+
+    def _release_delayed(self) -> None:
+        while self.delayed and self.delayed[0][0] <= self.now_ns:
+            _, topic, msg = self.delayed.popleft()
+            self.pub[topic].publish(msg)
+
+    def _sensor_due(self, hz: float) -> bool:
+        period_ns = int(round(NS_PER_S / hz))
+        return self.now_ns % period_ns < self.step_ns
+
+    # -- one tick --------------------------------------------------------------------------
+    def publish_tick(self) -> None:
+        stamp = ns_to_stamp(self.now_ns)
+        self.pub['/clock'].publish(Clock(clock=stamp))
+        self._release_delayed()
+        t_s = self.now_ns / NS_PER_S
+        while self.pending_rides and self.pending_rides[0].at_s <= t_s + 1e-9:
+            ride = self.pending_rides.pop(0)
+            msg = RideRequest(ride_id=ride.ride_id, pickup=Pose(), dropoff=Pose())
+            for target, pose in ((msg.pickup, ride.pickup), (msg.dropoff, ride.dropoff)):
+                target.position.x, target.position.y = pose.x, pose.y
+                target.orientation = conv.yaw_quaternion(pose.yaw)
+            self._publish('/planning/ride_request', msg)
+        if (self.now_ns // self.step_ns) % self.control_every == 0:
+            state = self.world.ego.state
+            self._publish('/localization/kinematic_state',
+                          conv.odometry_msg(self.world.odometry(), stamp))
+            self._publish('/vehicle/status', conv.vehicle_status_msg(
+                state, stamp, VehicleStatus.MODE_AUTONOMOUS))
+        if self._sensor_due(GROUND_TRUTH_HZ):
+            self._publish('/sim/ground_truth/objects',
+                          conv.ground_truth_msg(self.world.ground_truth(), stamp))
+        lidar = self.world.lidar
+        if lidar is not None and self._sensor_due(lidar.config.hz):
+            self._publish_sensor('lidar', '/sensing/lidar/points', stamp, lambda: (
+                array_to_pointcloud2(self.world.lidar_scan().points, 'lidar_top', stamp),))
+        camera = self.world.camera
+        if camera is not None and self._sensor_due(camera.config.hz):
+            self._publish_sensor('camera', '/sensing/camera/front/image_raw', stamp, lambda: (
+                array_to_image(self.world.camera_image(), 'rgb8', 'camera_front', stamp),
+                conv.camera_info_msg(camera.camera_info_dict(), stamp, 'camera_front')))
+
+    def _publish_sensor(self, sensor: str, topic: str, stamp, render) -> None:
+        if self._active(FreezeSensorFault, sensor) and sensor in self.frozen:
+            messages = self.frozen[sensor]
+            for msg in messages:
+                msg.header.stamp = stamp  # a frozen driver repeats its frame, fresh stamp
+        else:
+            messages = render()
+            self.frozen[sensor] = messages
+        self._publish(topic, messages[0])
+        if len(messages) > 1:
+            self._publish('/sensing/camera/front/camera_info', messages[1])
+
+    def step_physics(self) -> None:
+        steer_rad, accel_mps2 = self._command_for_step()
+        try:
+            self.world.step(steer_rad, accel_mps2, self.step_ns / NS_PER_S)
+        except VehicleCommandError as error:
+            self.diagnostics.health.set('command', ERROR, str(error))
+            self.world.step(self.world.ego.state.steer_rad, 0.0, self.step_ns / NS_PER_S)
+        self.now_ns += self.step_ns
+
+    def wants_command(self) -> bool:
+        """Lock-step applies on control ticks while a command publisher exists."""
+        return (self.params.lockstep and (self.now_ns // self.step_ns) % self.control_every == 0
+                and self.count_publishers('/vehicle/command') > 0)
+
+    def command_arrived(self) -> bool:
+        return (self.command is not None
+                and stamp_to_ns(self.command.header.stamp) >= self.now_ns)
+
+
+def wait_for_graph(node: SimulatorNode, executor) -> None:
+    """Hold time at 0 until every wait_for_nodes node is up, so runs start identically."""
+    wanted = {name.lstrip('/') for name in node.params.wait_for_nodes}
+    deadline = time.monotonic() + node.params.startup_timeout_s
+    while rclpy.ok(context=node.context):
+        missing = wanted - set(node.get_node_names())
+        if not missing:
+            break
+        if time.monotonic() > deadline:
+            raise RuntimeError(f'nodes {sorted(missing)} did not start within '
+                               f'{node.params.startup_timeout_s:.0f} s')
+        node.pub['/clock'].publish(Clock(clock=ns_to_stamp(0)))
+        executor.spin_once(timeout_sec=0.1)
+    # Endpoint discovery trails node discovery; give subscriptions a moment to match.
+    settle = time.monotonic() + (0.5 if wanted else 0.0)
+    while time.monotonic() < settle:
+        executor.spin_once(timeout_sec=0.05)
+
+
+def run(node: SimulatorNode, executor) -> None:
+    """The simulation loop: publish the instant, wait for the stack if lock-stepped, step."""
+    wait_for_graph(node, executor)
+    end_ns = int(node.scenario.duration_s * NS_PER_S)
+    wall_start = time.monotonic()
+    while rclpy.ok(context=node.context) and node.now_ns <= end_ns:
+        with node.diagnostics.timer.measure():
+            node.publish_tick()
+        executor.spin_once(timeout_sec=0.0)
+        if node.wants_command():
+            deadline = time.monotonic() + node.params.lockstep_timeout_s
+            while not node.command_arrived() and time.monotonic() < deadline:
+                executor.spin_once(timeout_sec=0.002)
+            if not node.command_arrived():
+                node.lockstep_timeouts += 1
+                node.diagnostics.health.set('lockstep', WARN,
+                                            f'{node.lockstep_timeouts} command timeouts')
+        node.step_physics()
+        if node.params.real_time_factor > 0.0:
+            ahead_s = (node.now_ns / NS_PER_S / node.params.real_time_factor
+                       - (time.monotonic() - wall_start))
+            if ahead_s > 0.0:
+                executor.spin_once(timeout_sec=ahead_s)
+    node.diagnostics.health.values['lockstep_timeouts'] = str(node.lockstep_timeouts)
+    node.diagnostics.publish()
+
+
+def main(args=None) -> int:
+    rclpy.init(args=args)
+    try:
+        node = SimulatorNode()
+    except (ParameterError, ScenarioError) as error:
+        print(f'simulator: {error}', file=sys.stderr)
+        rclpy.try_shutdown()
+        return 2
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    try:
+        run(node, executor)
+        if not node.params.exit_at_end:
+            executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except RuntimeError as error:
+        print(f'simulator: {error}', file=sys.stderr)
+        return 1
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -163,6 +163,8 @@ class BagRecorder:
             topics), discovered continuously; `topics` is then ignored.
         exclude: topics never recorded.
         discovery_period_s: how often the graph is checked for new topics and publishers.
+        qos_overrides: topic -> subscription QoS for publishers the caller knows (the scenario
+            runner's reliable simulator sensors), used as given and never relaxed.
 
     Raises:
         BagError: bad bag settings or the output exists (see `bag_io.BagWriter`).
@@ -174,7 +176,8 @@ class BagRecorder:
                  storage: str = 'mcap', split_size_bytes: int | None = None,
                  split_duration_s: float | None = None, *, record_all: bool = False,
                  exclude: Iterable[str] = EXCLUDED_BY_DEFAULT,
-                 discovery_period_s: float = DISCOVERY_PERIOD_S) -> None:
+                 discovery_period_s: float = DISCOVERY_PERIOD_S,
+                 qos_overrides: dict[str, QoSProfile] | None = None) -> None:
         if isinstance(topics, str):
             raise ValueError(f'topics = {topics!r}: must be a list of topic names')
         requested = list(CONTRACT_TOPICS) if topics is None else list(dict.fromkeys(topics))
@@ -187,6 +190,7 @@ class BagRecorder:
         self._clock = node.get_clock()
         self._requested = None if record_all else requested
         self._exclude = frozenset(exclude)
+        self._qos_overrides = dict(qos_overrides or {})
         self._lock = threading.Lock()
         self._subscriptions: dict[str, tuple[Subscription, QoSProfile, type]] = {}
         self._skipped: dict[str, str] = {}
@@ -281,7 +285,7 @@ class BagRecorder:
             self._skip(topic, str(exc))
             return
         offered = self._offered(topic)
-        qos = recording_qos(topic, offered)
+        qos = self._qos_overrides.get(topic) or recording_qos(topic, offered)
         with self._lock:
             try:
                 # Without publishers yet, the contract profile is what they will offer.
@@ -298,6 +302,8 @@ class BagRecorder:
             f'{qos.durability.name.lower()})')
 
     def _relax_if_needed(self, topic: str) -> None:
+        if topic in self._qos_overrides:
+            return  # the caller knows what its publishers offer
         subscription, current, msg_class = self._subscriptions[topic]
         offered = self._offered(topic)
         wanted = recording_qos(topic, offered)

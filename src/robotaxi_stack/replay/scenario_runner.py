@@ -34,6 +34,13 @@ from robotaxi_stack.sim.vehicle_dynamics import load_vehicle
 from robotaxi_stack.sim.world import build_town
 
 RECORDER_NODE = 'scenario_recorder'
+COUNTS_FILE = 'sim_published_counts.json'
+# /clock is best effort by contract and also ticks while the simulator waits for the graph.
+_UNCHECKED_TOPICS = ('/clock',)
+RUNNER_RECORD_DEPTH = 1000
+SIM_SENSOR_TOPICS = ('/sensing/lidar/points', '/sensing/camera/front/image_raw',
+                     '/sensing/camera/front/camera_info', '/localization/kinematic_state',
+                     '/vehicle/status', '/sim/ground_truth/objects')
 # Wall-clock allowance: start-up plus this many wall seconds per simulated second.
 WALL_S_PER_SIM_S = 20.0
 STARTUP_ALLOWANCE_S = 60.0
@@ -52,10 +59,23 @@ def _write_params(out_dir: pathlib.Path, scenario: Scenario,
         'exit_at_end': True,
         'step_hz': float(max(scenario.sim.step_hz, 100.0)),
         'wait_for_nodes': [n for n in node_names if n != 'simulator'] + [RECORDER_NODE],
+        'reliable_sensors': True,
+        'counts_file': str(out_dir / COUNTS_FILE),
     }}}
     path = out_dir / 'scenario.param.yaml'
     path.write_text(yaml.safe_dump(params, sort_keys=False))
     return path
+
+
+def recording_gaps(counts_file: pathlib.Path, recorded: dict[str, int]) -> list[str]:
+    """Topics whose recording holds fewer messages than the simulator published."""
+    try:
+        published = json.loads(counts_file.read_text())['published']
+    except (OSError, ValueError, KeyError) as error:
+        return [f'simulator message counts unreadable ({counts_file}: {error})']
+    return [f'{topic}: {recorded.get(topic, 0)} of {count} recorded'
+            for topic, count in sorted(published.items())
+            if topic not in _UNCHECKED_TOPICS and recorded.get(topic, 0) < count]
 
 
 def _failed_result(scenario_name: str, reason: str) -> dict:
@@ -98,6 +118,10 @@ def run_scenario(scenario_file: str | os.PathLike, out_dir: str | os.PathLike, *
         series = evaluation.extract_series(bag_dir)
         result, extras = evaluation.evaluate(series, scenario, vehicle)
         evaluation.write_summary(out / 'summary.png', series, scenario, town, extras)
+        missing = recording_gaps(out / COUNTS_FILE, series.message_counts)
+        if missing:
+            result['passed'] = False
+            result['failures'].append('recording incomplete: ' + '; '.join(missing))
     else:
         result = _failed_result(scenario.name, failure)
     result['output'] = {'bag': str(bag_dir), 'summary': str(out / 'summary.png'),
@@ -115,13 +139,20 @@ def _run_closed_loop(runner: GraphRunner, scenario: Scenario, bag_dir: pathlib.P
     from rosgraph_msgs.msg import Clock
 
     from robotaxi_stack.common.qos import clock_qos
+    from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+
     from robotaxi_stack.replay.recorder import BagRecorder
 
     context = rclpy.Context()
     rclpy.init(context=context, signal_handler_options=rclpy.SignalHandlerOptions.NO)
     node = rclpy.create_node(RECORDER_NODE, context=context, parameter_overrides=[
         Parameter('use_sim_time', value=True)])
-    recorder = BagRecorder(node, bag_dir, storage=storage)
+    # The simulator publishes its sensors reliable in runner mode (see _write_params): subscribe
+    # reliable with a deep history so that no frame is dropped.
+    reliable = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=RUNNER_RECORD_DEPTH,
+                          reliability=ReliabilityPolicy.RELIABLE)
+    recorder = BagRecorder(node, bag_dir, storage=storage,
+                           qos_overrides={topic: reliable for topic in SIM_SENSOR_TOPICS})
     sim_time = {'ns': 0}
     node.create_subscription(Clock, '/clock', lambda msg: sim_time.__setitem__(
         'ns', msg.clock.sec * 1_000_000_000 + msg.clock.nanosec), clock_qos())

@@ -17,12 +17,15 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import json
 import math
+import pathlib
 import sys
 import time
 
 import rclpy
 from geometry_msgs.msg import Pose
+from rclpy.duration import Duration
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rosgraph_msgs.msg import Clock
@@ -45,6 +48,11 @@ from robotaxi_stack.sim.world import SimWorld
 
 DEFAULT_SCENARIO = 'scenarios/plain_ride.yaml'
 GROUND_TRUTH_HZ = 10.0
+# Writer history in recording mode: ~20 s of 50 Hz topics, ~20 s of 10 Hz frames. Lost
+# samples are repaired from it (DDS NACKs); acknowledgements are heartbeat-paced (~1 s), so
+# waiting for them per frame would stall the loop: the history is the flow buffer instead.
+RELIABLE_SENSOR_DEPTH = 1000
+ACK_TIMEOUT_S = 2.0
 CONTROL_HZ = 50.0
 
 
@@ -69,6 +77,11 @@ class SimulatorParams:
     wait_for_nodes: tuple = param((), description='start time only once these nodes exist')
     startup_timeout_s: float = param(60.0, min=1.0, max=600.0,
                                      description='how long to wait for wait_for_nodes')
+    reliable_sensors: bool = param(False, description='publish every topic reliable with a '
+                                   'deep history (a recorder that lags a few seconds still '
+                                   'gets every message); vehicles use best effort')
+    counts_file: str = param('', description='write the per-topic published message counts '
+                             '(JSON) here at exit, for the recording completeness check')
 
 
 class SimulatorNode(Node):
@@ -94,20 +107,28 @@ class SimulatorNode(Node):
         self.command: ControlCommand | None = None
         self.command_received_ns = -1
         self.lockstep_timeouts = 0
+        self.published: collections.Counter = collections.Counter()
+        if self.params.reliable_sensors:
+            # Deep reliable history: the writer keeps frames until a slow recorder acked them.
+            sensor_qos_profile = rclpy.qos.QoSProfile(
+                depth=RELIABLE_SENSOR_DEPTH, reliability=rclpy.qos.ReliabilityPolicy.RELIABLE)
+        else:
+            sensor_qos_profile = sensor_qos()
         self.pub = {
             '/clock': self.create_publisher(Clock, '/clock', clock_qos()),
             '/localization/kinematic_state': self.create_publisher(
-                Odometry, '/localization/kinematic_state', sensor_qos()),
+                Odometry, '/localization/kinematic_state', sensor_qos_profile),
             '/vehicle/status': self.create_publisher(VehicleStatus, '/vehicle/status',
-                                                     sensor_qos()),
+                                                     sensor_qos_profile),
             '/sim/ground_truth/objects': self.create_publisher(
-                TrackedObjects, '/sim/ground_truth/objects', objects_qos()),
+                TrackedObjects, '/sim/ground_truth/objects',
+                sensor_qos_profile if self.params.reliable_sensors else objects_qos()),
             '/sensing/lidar/points': self.create_publisher(
-                PointCloud2, '/sensing/lidar/points', sensor_qos()),
+                PointCloud2, '/sensing/lidar/points', sensor_qos_profile),
             '/sensing/camera/front/image_raw': self.create_publisher(
-                Image, '/sensing/camera/front/image_raw', sensor_qos()),
+                Image, '/sensing/camera/front/image_raw', sensor_qos_profile),
             '/sensing/camera/front/camera_info': self.create_publisher(
-                CameraInfo, '/sensing/camera/front/camera_info', sensor_qos()),
+                CameraInfo, '/sensing/camera/front/camera_info', sensor_qos_profile),
             '/planning/ride_request': self.create_publisher(
                 RideRequest, '/planning/ride_request',
                 rclpy.qos.QoSProfile(depth=50, reliability=rclpy.qos.ReliabilityPolicy.RELIABLE,
@@ -169,12 +190,16 @@ class SimulatorNode(Node):
         if delay:
             self.delayed.append((self.now_ns + int(delay.delay_s * NS_PER_S), topic, msg))
             return
+        self._send(topic, msg)
+
+    def _send(self, topic: str, msg) -> None:
         self.pub[topic].publish(msg)
+        self.published[topic] += 1
 
     def _release_delayed(self) -> None:
         while self.delayed and self.delayed[0][0] <= self.now_ns:
             _, topic, msg = self.delayed.popleft()
-            self.pub[topic].publish(msg)
+            self._send(topic, msg)
 
     def _sensor_due(self, hz: float) -> bool:
         period_ns = int(round(NS_PER_S / hz))
@@ -183,7 +208,7 @@ class SimulatorNode(Node):
     # -- one tick --------------------------------------------------------------------------
     def publish_tick(self) -> None:
         stamp = ns_to_stamp(self.now_ns)
-        self.pub['/clock'].publish(Clock(clock=stamp))
+        self._send('/clock', Clock(clock=stamp))
         self._release_delayed()
         t_s = self.now_ns / NS_PER_S
         while self.pending_rides and self.pending_rides[0].at_s <= t_s + 1e-9:
@@ -287,6 +312,20 @@ def run(node: SimulatorNode, executor) -> None:
                 executor.spin_once(timeout_sec=ahead_s)
     node.diagnostics.health.values['lockstep_timeouts'] = str(node.lockstep_timeouts)
     node.diagnostics.publish()
+    # Reliable readers (a recorder) get the last messages before this process exits; the
+    # first wait covers one heartbeat period, the rest are normally acknowledged by then.
+    if node.params.reliable_sensors:
+        for publisher in node.pub.values():
+            publisher.wait_for_all_acked(Duration(seconds=ACK_TIMEOUT_S))
+    if node.params.counts_file:
+        write_counts(node.params.counts_file, node.published, node.lockstep_timeouts)
+
+
+def write_counts(path: str, published: dict, lockstep_timeouts: int) -> None:
+    """Published message counts per topic (what a complete recording must hold)."""
+    document = {'published': dict(sorted(published.items())),
+                'lockstep_timeouts': lockstep_timeouts}
+    pathlib.Path(path).write_text(json.dumps(document, indent=2) + '\n')
 
 
 def main(args=None) -> int:

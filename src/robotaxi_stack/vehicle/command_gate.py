@@ -338,9 +338,15 @@ class CommandGate:
         self._stamp_ns = None
 
     def dt_s(self, stamp_ns: int) -> float | None:
-        """Seconds since the previous output, in [0, max_dt_s]; None without a previous one."""
-        if self._stamp_ns is None or self._steer_rad is None:
+        """Seconds since the previous output, in [0, max_dt_s]; None without a previous one.
+
+        0 when the previous output's time is unknown (clock restart): no change is allowed
+        until the next command brings a usable dt, so a restart never causes a jump.
+        """
+        if self._steer_rad is None:
             return None
+        if self._stamp_ns is None:
+            return 0.0
         dt = (stamp_ns - self._stamp_ns) / NS_PER_S
         return min(max(dt, 0.0), self.limits.max_dt_s)
 
@@ -395,12 +401,18 @@ class CommandGate:
                   jerk_mps3: float, speed_mps: float, direction: float) -> GatedCommand:
         """One command of a stop profile: steering held, acceleration towards -decel.
 
-        `direction` (+1 forward, -1 reverse) is the travel direction braking opposes; the
-        command's velocity_mps is the current speed estimate `speed_mps`. Needs a seed.
+        The jerk limit applies over the time since the previous output, at most one tick
+        (TICK_PERIOD_NS). `direction` (+1 forward, -1 reverse) is the travel direction that
+        braking opposes; the command's velocity_mps is the current speed estimate `speed_mps`.
+        Needs a seed.
         """
         if self._steer_rad is None or self._accel_mps2 is None:
             raise RuntimeError('stop_step needs a seeded gate')
         dt = self.dt_s(stamp_ns)
+        if dt is not None:
+            # The first step after a silent gap starts the ramp from where the actuators
+            # are (holding the last command), not with the gap's worth of change at once.
+            dt = min(dt, TICK_PERIOD_NS / NS_PER_S)
         previous = self._accel_mps2
         target = -direction * decel_mps2
         if direction * previous < target * direction:
@@ -536,8 +548,8 @@ class VehicleInterfaceCore:
             self._direction = -1.0
         elif abs(state.velocity_mps) >= STOPPED_SPEED_MPS:
             self._direction = math.copysign(1.0, state.velocity_mps)
-        elif state.gear != GEAR_REVERSE and self._direction < 0.0:
-            self._direction = 1.0  # standing in a forward gear: braking pushes towards -x
+        else:
+            self._direction = 1.0  # standing in a forward gear: holding brakes towards -x
         if self.active_source is None or not self.gate.seeded:
             # A driver is in control (or nothing was sent yet): continue from the vehicle.
             self.gate.seed(state.steering_angle_rad, self._accel_estimate_mps2, state.stamp_ns)
@@ -637,11 +649,9 @@ class VehicleInterfaceCore:
         return self.gate.stop_step(stamp_ns, self._mrm.behavior, decel, jerk, self.speed_mps,
                                    self._direction)
 
-    def _trigger(self, now_ns: int) -> tuple[MrmBehavior, str] | None:
+    def _trigger(self, source: CommandSource, now_ns: int) -> tuple[MrmBehavior, str] | None:
         if self._estop:
             return MrmBehavior.EMERGENCY_STOP, 'external emergency stop'
-        source = self.active_source
-        assert source is not None
         age = self._streams[source].age_s(now_ns)
         if age is None:
             return MrmBehavior.COMFORTABLE_STOP, f'no {source.value} control command received'
@@ -650,23 +660,22 @@ class VehicleInterfaceCore:
                     f'{self.params.command_timeout_s:.2f} s')
         return None
 
-    def _recovered(self, now_ns: int) -> bool:
+    def _recovered(self, source: CommandSource, now_ns: int) -> bool:
         """E-stop released and fresh valid commands flowing for recovery_time_s."""
         if self._estop:
             return False
-        source = self.active_source
-        assert source is not None
         flow_s = self._streams[source].flow_s()
         since_release_s = (math.inf if self._estop_released_ns is None
                            else (now_ns - self._estop_released_ns) / NS_PER_S)
         return min(flow_s, since_release_s) >= self.params.recovery_time_s
 
     def _update_mrm(self, now_ns: int) -> None:
-        if self.active_source is None:
+        source = self.active_source
+        if source is None:
             self._mrm = MrmStatus(reason=f'driver in control ({self.mode.name.lower()} mode)')
             return
         current = self._mrm
-        trigger = self._trigger(now_ns)
+        trigger = self._trigger(source, now_ns)
         behavior, reason = current.behavior, current.reason
         if trigger is not None:
             starts = behavior is MrmBehavior.NONE
@@ -676,7 +685,7 @@ class VehicleInterfaceCore:
                 behavior, reason = trigger
                 self.counters['emergency_stops' if behavior is MrmBehavior.EMERGENCY_STOP
                               else 'comfortable_stops'] += 1
-        elif behavior is not MrmBehavior.NONE and self._recovered(now_ns):
+        elif behavior is not MrmBehavior.NONE and self._recovered(source, now_ns):
             behavior, reason = MrmBehavior.NONE, ''
         if behavior is MrmBehavior.NONE:
             self._mrm = MrmStatus(reason=reason)

@@ -15,8 +15,6 @@ import pathlib
 
 from robotaxi_stack.common.paths import data_path
 from robotaxi_stack.sim import maps
-from robotaxi_stack.sim.scenario import load_scenario
-from robotaxi_stack.sim.world import build_town
 
 #: The scenario whose map is used when neither a map file nor a scenario is configured; the
 #: simulator runs the same default.
@@ -46,5 +44,9 @@ def load_planning_town(map_file: str, scenario: str,
     """
     if map_file:
         return maps.load_osm(_resolve(map_file), (map_origin_lat, map_origin_lon))
+    # Imported here: the simulator's world module pulls in its sensor models (open3d, ~4 s),
+    # which a map file does not need.
+    from robotaxi_stack.sim.scenario import load_scenario
+    from robotaxi_stack.sim.world import build_town
     path = _resolve(scenario) if scenario else data_path(DEFAULT_SCENARIO)
     return build_town(load_scenario(os.fspath(path)), base_dir=str(data_path()))

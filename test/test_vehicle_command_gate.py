@@ -410,7 +410,7 @@ def test_disengaged_vehicle_ends_an_mrm_and_reengaging_with_estop_restarts_it():
 
 def test_remote_mode_gates_the_remote_source_with_the_same_rules():
     core = make_core(recovery_time_s=0.0)
-    core.on_vehicle_status(status(0.0, 0.0, mode=ControlMode.REMOTE), ns(0.0))
+    core.on_vehicle_status(status(0.0, 1.0, mode=ControlMode.REMOTE), ns(0.0))
     assert core.mrm.reason == 'no remote control command received'
     assert core.on_command(CommandSource.PLANNER, cmd(0.02, steer=0.01), ns(0.02)) is None
     result = core.on_command(CommandSource.REMOTE, cmd(0.02, steer=0.005), ns(0.02))
@@ -496,3 +496,13 @@ def test_adapter_interface_requires_send_and_name():
     adapter.close()
     assert adapter.sent == [command] and adapter.name == 'recording'
     assert ADAPTER_NAMES == ('topic',)
+
+
+def test_standing_car_without_any_command_yet_is_not_an_mrm_but_a_rolling_one_is():
+    core = make_core()
+    core.on_vehicle_status(status(0.0, 0.0), ns(0.0))
+    assert core.on_tick(ns(0.02)) is None
+    assert core.mrm.state is MrmStateCode.NORMAL
+    core.on_vehicle_status(status(0.04, 2.0), ns(0.04))
+    assert core.on_tick(ns(0.06)).behavior is MrmBehavior.COMFORTABLE_STOP
+    assert core.mrm.reason == 'no planner control command received'

@@ -23,6 +23,17 @@ def sensor_qos(depth: int = SENSOR_DEPTH) -> QoSProfile:
                       durability=DurabilityPolicy.VOLATILE)
 
 
+def sensor_input_qos(reliable: bool, depth: int = 50) -> QoSProfile:
+    """Subscription to sensor-rate inputs: best effort as on a vehicle, or reliable for the
+    simulator's recording mode, where a lock-stepped consumer must not miss a tick (a reliable
+    subscription only matches reliable publishers)."""
+    if not reliable:
+        return sensor_qos()
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth,
+                      reliability=ReliabilityPolicy.RELIABLE,
+                      durability=DurabilityPolicy.VOLATILE)
+
+
 def objects_qos(depth: int = OBJECTS_DEPTH) -> QoSProfile:
     """Objects, tracks, predictions, trajectories and diagnostics."""
     return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth,

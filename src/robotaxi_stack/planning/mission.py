@@ -78,6 +78,8 @@ class MissionParams:
                                   description='projection origin of map_file [deg]')
     map_origin_lon: float = param(DEFAULT_ORIGIN_LATLON[1], min=-180.0, max=180.0,
                                   description='projection origin of map_file [deg]')
+    reliable_inputs: bool = param(False, description='subscribe odometry reliable (the '
+                                  'scenario runner\'s reliable simulator topics)')
     scenario: str = param('', description='scenario YAML whose map is used; empty: default')
 
     def __post_init__(self) -> None:

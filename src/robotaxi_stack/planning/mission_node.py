@@ -29,7 +29,7 @@ from robotaxi_msgs.srv import SetRide
 from robotaxi_stack.common.diagnostics import ERROR, WARN, NodeDiagnostics
 from robotaxi_stack.common.geometry import GeometryError, quaternion_to_yaw
 from robotaxi_stack.common.params import ParameterError, declare_node_parameters
-from robotaxi_stack.common.qos import objects_qos, sensor_qos, state_qos
+from robotaxi_stack.common.qos import objects_qos, sensor_input_qos, state_qos
 from robotaxi_stack.common.stamps import (NS_PER_S, MonotonicStampGuard, ns_to_stamp,
                                           stamp_to_ns)
 from robotaxi_stack.planning.map_loader import load_planning_town
@@ -69,7 +69,8 @@ class MissionNode(Node):
         self._status_pub = self.create_publisher(MissionStatus, '~/output/mission_status',
                                                  state_qos())
         self._goal_pub = self.create_publisher(PoseStamped, '~/output/goal', state_qos())
-        self.create_subscription(Odometry, '~/input/odometry', self._on_odometry, sensor_qos())
+        self.create_subscription(Odometry, '~/input/odometry', self._on_odometry,
+                                 sensor_input_qos(self.params.reliable_inputs))
         self.create_subscription(RideRequest, '~/input/ride_request', self._on_ride_request,
                                  state_qos(depth=RIDE_REQUEST_DEPTH))
         # Reliable, volatile: matches any reliable publisher (the app, `ros2 topic pub`); an

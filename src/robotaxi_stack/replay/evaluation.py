@@ -48,6 +48,15 @@ def _yaw(q: Any) -> float:
     return math.atan2(2.0 * (q.w * q.z + q.x * q.y), 1.0 - 2.0 * (q.y * q.y + q.z * q.z))
 
 
+def _last_per_stamp(items: list[tuple]) -> list[tuple]:
+    """Sorted by stamp, one entry per stamp: a state topic also repeats itself periodically,
+    so a change and a periodic message can carry the same stamp; the later one is current."""
+    latest: dict[float, tuple] = {}
+    for item in items:  # recording order: a later message with the same stamp wins
+        latest[item[0]] = item
+    return [latest[t] for t in sorted(latest)]
+
+
 @dataclasses.dataclass
 class Series:
     """Time series extracted from one recording (all times in seconds)."""
@@ -105,8 +114,7 @@ def extract_series(bag_path: str | pathlib.Path) -> Series:
         t_s=odom_array[:, 0], xy_m=odom_array[:, 1:3], yaw_rad=odom_array[:, 3],
         speed_mps=odom_array[:, 4], yaw_rate_rps=odom_array[:, 5],
         gt_t_s=np.array([item[0] for item in gt]), gt_objects=[item[1] for item in gt],
-        mission=sorted(mission, key=lambda item: item[0]),
-        mrm=sorted(mrm, key=lambda item: item[0]), objects=objects, latency=latency,
+        mission=_last_per_stamp(mission), mrm=_last_per_stamp(mrm), objects=objects, latency=latency,
         message_counts=counts)
 
 

@@ -24,7 +24,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import rclpy
 from rclpy.duration import Duration, Infinite
@@ -165,6 +165,7 @@ class BagRecorder:
         discovery_period_s: how often the graph is checked for new topics and publishers.
         qos_overrides: topic -> subscription QoS for publishers the caller knows (the scenario
             runner's reliable simulator sensors), used as given and never relaxed.
+        on_message: called with (topic, serialized message) on receipt, before writing.
 
     Raises:
         BagError: bad bag settings or the output exists (see `bag_io.BagWriter`).
@@ -177,7 +178,8 @@ class BagRecorder:
                  split_duration_s: float | None = None, *, record_all: bool = False,
                  exclude: Iterable[str] = EXCLUDED_BY_DEFAULT,
                  discovery_period_s: float = DISCOVERY_PERIOD_S,
-                 qos_overrides: dict[str, QoSProfile] | None = None) -> None:
+                 qos_overrides: dict[str, QoSProfile] | None = None,
+                 on_message: Callable[[str, bytes], None] | None = None) -> None:
         if isinstance(topics, str):
             raise ValueError(f'topics = {topics!r}: must be a list of topic names')
         requested = list(CONTRACT_TOPICS) if topics is None else list(dict.fromkeys(topics))
@@ -191,6 +193,7 @@ class BagRecorder:
         self._requested = None if record_all else requested
         self._exclude = frozenset(exclude)
         self._qos_overrides = dict(qos_overrides or {})
+        self._on_message_hook = on_message
         self._lock = threading.Lock()
         self._subscriptions: dict[str, tuple[Subscription, QoSProfile, type]] = {}
         self._skipped: dict[str, str] = {}
@@ -243,6 +246,8 @@ class BagRecorder:
     # -- internals -------------------------------------------------------------------------
 
     def _on_message(self, topic: str, data: bytes) -> None:
+        if self._on_message_hook is not None:
+            self._on_message_hook(topic, data)
         stamp_ns = self._clock.now().nanoseconds
         with self._lock:
             if self._writer.is_open:

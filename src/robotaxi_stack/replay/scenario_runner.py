@@ -18,6 +18,7 @@ import json
 import os
 import pathlib
 import signal
+import struct
 import threading
 import time
 import traceback
@@ -46,6 +47,52 @@ WALL_S_PER_SIM_S = 20.0
 STARTUP_ALLOWANCE_S = 60.0
 
 
+# Outputs -> the input whose stamp they carry: end-to-end latency is the wall time between
+# the recorder receiving the input and receiving the output with that stamp. (Sim time cannot
+# measure it: under lock-step it stands still while the stack computes.)
+LATENCY_SOURCES = {
+    '/control/command': '/localization/kinematic_state',
+    '/planning/trajectory': '/localization/kinematic_state',
+    '/prediction/objects': '/sensing/lidar/points',
+    '/perception/tracked_objects': '/sensing/lidar/points',
+    '/perception/objects': '/sensing/lidar/points',
+}
+
+
+class LatencyProbe:
+    """Wall receive times by header stamp, read from the serialized messages.
+
+    Every message of these topics starts with a std_msgs/Header, whose stamp follows the
+    4-byte CDR encapsulation header: no deserialization needed.
+    """
+
+    def __init__(self) -> None:
+        self.inputs: dict[str, dict[int, int]] = {t: {} for t in set(LATENCY_SOURCES.values())}
+        self.outputs: dict[str, list[tuple[int, int]]] = {t: [] for t in LATENCY_SOURCES}
+
+    def __call__(self, topic: str, data: bytes) -> None:
+        if topic not in self.inputs and topic not in self.outputs:
+            return
+        wall_ns = time.monotonic_ns()
+        if len(data) < 12 or data[1] not in (0, 1):
+            return
+        sec, nanosec = struct.unpack_from('<iI' if data[1] == 1 else '>iI', data, 4)
+        stamp_ns = sec * 1_000_000_000 + nanosec
+        if topic in self.inputs:
+            self.inputs[topic].setdefault(stamp_ns, wall_ns)
+        else:
+            self.outputs[topic].append((stamp_ns, wall_ns))
+
+    def pairs(self) -> dict[str, list[tuple[float, float]]]:
+        """topic -> [(output wall s, input wall s)] for outputs whose input was seen first."""
+        result = {}
+        for topic, outputs in self.outputs.items():
+            seen = self.inputs[LATENCY_SOURCES[topic]]
+            result[topic] = [(out_ns * 1e-9, seen[stamp] * 1e-9) for stamp, out_ns in outputs
+                             if stamp in seen and out_ns >= seen[stamp]]
+        return result
+
+
 class ScenarioRunError(RuntimeError):
     """The run could not be carried out (not: the scenario's expectations failed)."""
 
@@ -61,7 +108,12 @@ def _write_params(out_dir: pathlib.Path, scenario: Scenario,
         'wait_for_nodes': [n for n in node_names if n != 'simulator'] + [RECORDER_NODE],
         'reliable_sensors': True,
         'counts_file': str(out_dir / COUNTS_FILE),
-    }}}
+    }}, 'mpc_planner': {'ros__parameters': {
+        # Inputs derived from the same tick (mission status, objects) are applied one planning
+        # cycle after their stamp, so every run sees them at the same cycle.
+        'input_delay_s': 0.1,
+        'reliable_inputs': True,
+    }}, 'mission': {'ros__parameters': {'reliable_inputs': True}}}
     path = out_dir / 'scenario.param.yaml'
     path.write_text(yaml.safe_dump(params, sort_keys=False))
     return path
@@ -108,16 +160,22 @@ def run_scenario(scenario_file: str | os.PathLike, out_dir: str | os.PathLike, *
                                    f'graph {names}')
 
     result: dict[str, Any]
+    probe = LatencyProbe()
     with open(out / 'stack.log', 'w') as log:
         runner = GraphRunner(specs, use_sim_time=True, out=log)
         try:
-            failure = _run_closed_loop(runner, scenario, bag_dir, storage)
+            failure = _run_closed_loop(runner, scenario, bag_dir, storage, probe)
         except Exception:  # report, never lose the run: result.json says what happened
             failure = 'scenario runner crashed: ' + traceback.format_exc(limit=3)
     if failure is None:
-        series = evaluation.extract_series(bag_dir)
-        result, extras = evaluation.evaluate(series, scenario, vehicle)
-        evaluation.write_summary(out / 'summary.png', series, scenario, town, extras)
+        try:
+            series = evaluation.extract_series(bag_dir)
+            series.latency.update(probe.pairs())
+            result, extras = evaluation.evaluate(series, scenario, vehicle)
+            evaluation.write_summary(out / 'summary.png', series, scenario, town, extras)
+        except Exception:  # the bag stays; result.json says why there are no metrics
+            failure = 'evaluation failed: ' + traceback.format_exc(limit=3)
+    if failure is None:
         missing = recording_gaps(out / COUNTS_FILE, series.message_counts)
         if missing:
             result['passed'] = False
@@ -131,7 +189,7 @@ def run_scenario(scenario_file: str | os.PathLike, out_dir: str | os.PathLike, *
 
 
 def _run_closed_loop(runner: GraphRunner, scenario: Scenario, bag_dir: pathlib.Path,
-                     storage: str) -> str | None:
+                     storage: str, probe: LatencyProbe) -> str | None:
     """Record while the graph runs; returns a failure reason or None."""
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
@@ -152,7 +210,8 @@ def _run_closed_loop(runner: GraphRunner, scenario: Scenario, bag_dir: pathlib.P
     reliable = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=RUNNER_RECORD_DEPTH,
                           reliability=ReliabilityPolicy.RELIABLE)
     recorder = BagRecorder(node, bag_dir, storage=storage,
-                           qos_overrides={topic: reliable for topic in SIM_SENSOR_TOPICS})
+                           qos_overrides={topic: reliable for topic in SIM_SENSOR_TOPICS},
+                           on_message=probe)
     sim_time = {'ns': 0}
     node.create_subscription(Clock, '/clock', lambda msg: sim_time.__setitem__(
         'ns', msg.clock.sec * 1_000_000_000 + msg.clock.nanosec), clock_qos())

@@ -297,7 +297,10 @@ def run(node: SimulatorNode, executor) -> None:
             node.publish_tick()
         executor.spin_once(timeout_sec=0.0)
         if node.wants_command():
-            deadline = time.monotonic() + node.params.lockstep_timeout_s
+            # The stack's first answer includes its start-up (route, solver warm-up).
+            wait_s = (node.params.startup_timeout_s if node.now_ns == 0
+                      else node.params.lockstep_timeout_s)
+            deadline = time.monotonic() + wait_s
             while not node.command_arrived() and time.monotonic() < deadline:
                 executor.spin_once(timeout_sec=0.002)
             if not node.command_arrived():

@@ -654,6 +654,10 @@ class VehicleInterfaceCore:
             return MrmBehavior.EMERGENCY_STOP, 'external emergency stop'
         age = self._streams[source].age_s(now_ns)
         if age is None:
+            # Before the first command a standing car is simply not yet engaged (it stays
+            # braked by the DBW); one that rolls without a planner must be stopped.
+            if abs(self.speed_mps) < STOPPED_SPEED_MPS:
+                return None
             return MrmBehavior.COMFORTABLE_STOP, f'no {source.value} control command received'
         if age > self.params.command_timeout_s:
             return (MrmBehavior.COMFORTABLE_STOP, f'control command stale: {age:.2f} s > '

@@ -85,6 +85,7 @@ class MpcPlannerNode(Node):
         self.objects = StampedBuffer()
         self.mission = StampedBuffer()
         self.goals = StampedBuffer()
+        self.status = StampedBuffer()
         self.steer_rad = 0.0
         self.last_plan_ns: int | None = None
         self.last_odom_ns = -1
@@ -114,7 +115,16 @@ class MpcPlannerNode(Node):
 
     def _on_status(self, msg: VehicleStatus) -> None:
         if math.isfinite(msg.steering_angle_rad):
-            self.steer_rad = msg.steering_angle_rad
+            self.status.add(stamp_to_ns(msg.header.stamp), msg.steering_angle_rad)
+        else:
+            self.diagnostics.health.set('vehicle_status', WARN, 'non-finite steering ignored')
+
+    def _steer_at(self, t_ns: int) -> float:
+        """Measured steering from the newest status strictly older than this odometry: the
+        status of the same tick may or may not have arrived yet (a race that would make
+        lock-stepped runs differ)."""
+        entry = self.status.at(t_ns - 1)
+        return self.steer_rad if entry is None else entry[1]
 
     def _on_objects(self, msg) -> None:
         self.objects.add(stamp_to_ns(msg.header.stamp), msg)
@@ -153,7 +163,7 @@ class MpcPlannerNode(Node):
         if t_ns <= self.last_odom_ns:
             self.diagnostics.health.set('odometry', WARN, 'out-of-order odometry ignored')
             return
-        ego = conv.ego_from_odometry(msg, self.steer_rad)
+        ego = conv.ego_from_odometry(msg, self._steer_at(t_ns))
         try:
             ego.check()
         except PlannerInputError as error:

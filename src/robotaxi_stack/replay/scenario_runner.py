@@ -113,6 +113,9 @@ def _write_params(out_dir: pathlib.Path, scenario: Scenario,
         # cycle after their stamp, so every run sees them at the same cycle.
         'input_delay_s': 0.1,
         'reliable_inputs': True,
+        # Time deadlines depend on the machine's load; in a lock-stepped run the iteration
+        # caps alone bound the solver, so the same seed gives the same plans.
+        'max_cpu_time_s': 1.0, 'max_cpu_time_cold_s': 2.0, 'max_cpu_time_rescue_s': 1.0,
     }}, 'mission': {'ros__parameters': {'reliable_inputs': True}}}
     path = out_dir / 'scenario.param.yaml'
     path.write_text(yaml.safe_dump(params, sort_keys=False))

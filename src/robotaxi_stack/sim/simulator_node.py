@@ -268,12 +268,26 @@ class SimulatorNode(Node):
                 and stamp_to_ns(self.command.header.stamp) >= self.now_ns)
 
 
+def _has_subscriptions(node: Node, name: str) -> bool:
+    namespace = '/'
+    if '/' in name:
+        namespace, name = '/' + name.rsplit('/', 1)[0].strip('/'), name.rsplit('/', 1)[1]
+    if name not in node.get_node_names():
+        return False
+    try:
+        return bool(node.get_subscriber_names_and_types_by_node(name, namespace))
+    except Exception:  # the node left the graph between the two queries
+        return False
+
+
 def wait_for_graph(node: SimulatorNode, executor) -> None:
     """Hold time at 0 until every wait_for_nodes node is up, so runs start identically."""
     wanted = {name.lstrip('/') for name in node.params.wait_for_nodes}
     deadline = time.monotonic() + node.params.startup_timeout_s
     while rclpy.ok(context=node.context):
-        missing = wanted - set(node.get_node_names())
+        # A node counts once its subscriptions exist: nodes create them after their heavy
+        # set-up (maps, solvers), so a tick published before that would be lost to them.
+        missing = {name for name in wanted if not _has_subscriptions(node, name)}
         if not missing:
             break
         if time.monotonic() > deadline:

@@ -224,7 +224,9 @@ def _run_closed_loop(runner: GraphRunner, scenario: Scenario, bag_dir: pathlib.P
     thread = threading.Thread(target=lambda: exit_code.setdefault('rc', runner.run()),
                               daemon=True)
     interrupted = threading.Event()
-    previous = signal.signal(signal.SIGINT, lambda *_: interrupted.set())
+    # SIGINT and SIGTERM end the run cleanly: the bag is closed and result.json says why.
+    previous = {sig: signal.signal(sig, lambda *_: interrupted.set())
+                for sig in (signal.SIGINT, signal.SIGTERM)}
     kills = sorted((f for f in scenario.faults if isinstance(f, KillNodeFault)),
                    key=lambda f: f.at_s)
     limit_s = STARTUP_ALLOWANCE_S + WALL_S_PER_SIM_S * scenario.duration_s
@@ -241,7 +243,7 @@ def _run_closed_loop(runner: GraphRunner, scenario: Scenario, bag_dir: pathlib.P
                         managed.signal(signal.SIGKILL)
                         runner.log(f'fault: killed {fault.node} at sim {fault.at_s:.1f} s')
             if interrupted.is_set():
-                failure = 'interrupted (SIGINT)'
+                failure = 'interrupted (SIGINT/SIGTERM)'
                 runner.stop()
                 break
             if time.monotonic() - start > limit_s:
@@ -254,7 +256,8 @@ def _run_closed_loop(runner: GraphRunner, scenario: Scenario, bag_dir: pathlib.P
         while time.monotonic() < drain_until:
             executor.spin_once(timeout_sec=0.01)
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         recorder.close()
         node.destroy_node()
         rclpy.shutdown(context=context)

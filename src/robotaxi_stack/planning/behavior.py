@@ -35,7 +35,10 @@ from robotaxi_stack.planning.route import ReferencePath
 # ObjectClass labels (robotaxi_msgs/ObjectClass), as plain ints so the core imports no msgs.
 UNKNOWN, CAR, TRUCK, BUS, BICYCLE, MOTORCYCLE, PEDESTRIAN = range(7)
 VULNERABLE = (PEDESTRIAN, BICYCLE)
+# Path-frame ellipse around an object for base_link: semi-axes ELLIPSE_STRETCH x the summed
+# half lengths (close to the rectangle at its corners) and ELLIPSE_WIDEN x the lateral corridor.
 ELLIPSE_STRETCH = 1.4
+ELLIPSE_WIDEN = 1.1
 
 
 class BehaviorInputError(ValueError):
@@ -84,6 +87,14 @@ class BehaviorParams:
                                         description='oncoming traffic this close blocks a pass')
     pass_max_offset_m: float = param(3.0, min=0.0, max=5.0,
                                      description='largest lateral offset used to pass')
+    pass_lead_time_s: float = param(3.0, min=0.5, max=10.0,
+                                    description='start moving out this long before a pass')
+    pass_lead_min_m: float = param(10.0, min=0.0, max=50.0,
+                                   description='and at least this far before it')
+    pass_trail_m: float = param(4.0, min=0.0, max=30.0,
+                                description='stay out this far past the passed object')
+    pass_speed_mps: float = param(5.0, min=1.0, max=20.0,
+                                  description='speed limit while passing')
     road_margin_m: float = param(0.15, min=0.0, max=1.0,
                                  description='body clearance to the road bounds')
     obstacle_range_m: float = param(80.0, min=10.0, max=300.0,
@@ -197,12 +208,17 @@ class BehaviorPlan:
     passing_ids: tuple = ()
 
 
-def speed_limit_profile(path: ReferencePath, params: BehaviorParams) -> np.ndarray:
-    """(N,) map speed limit lowered in curves to sqrt(curve_lat_accel / |kappa|)."""
+def speed_limit_profile(path: ReferencePath, params: BehaviorParams,
+                        caps: tuple = ()) -> np.ndarray:
+    """(N,) map speed limit lowered in curves to sqrt(curve_lat_accel / |kappa|) and to
+    each cap (s_start_m, s_end_m, v_mps) over its span, reached with comfortable braking."""
     kappa = np.abs(path.kappa_1pm)
     curve = np.sqrt(params.curve_lat_accel_mps2 / np.maximum(kappa, 1e-6))
     curve = np.maximum(curve, params.min_speed_limit_mps)
     limit = np.minimum(path.speed_limit_mps, curve)
+    for s0, s1, v_cap in caps:
+        span = (path.s_m >= s0) & (path.s_m <= s1)
+        limit[span] = np.minimum(limit[span], v_cap)
     # Slow down before a curve, not in it: limit by what a comfortable deceleration reaches.
     ds = np.diff(path.s_m, prepend=path.s_m[0])
     for i in range(len(limit) - 2, -1, -1):
@@ -316,17 +332,22 @@ def plan_behavior(path: ReferencePath, ego_s_m: float, ego_d_m: float, ego_speed
         future &= pred_s[k, t_mask] + half_l[k] > front_s - 1.0
         rear_s = obj_s[k] - half_l[k]
         is_vulnerable = objects.labels[k] in VULNERABLE
+        stopped_vehicle = speed[k] <= params.static_speed_mps and not is_vulnerable
+        if (stopped_vehicle and in_path_now and ahead and rear_s <= front_s - 1.0
+                and obj_s[k] + half_l[k] + ego.rear_m + params.pass_trail_m > ego_s_m):
+            passing.append(k)  # alongside it: keep the pass corridor until past it
+            continue
         if ahead and rear_s > front_s - 1.0 and (in_path_now or future.any()):
             moving_along = v_along[k] > params.static_speed_mps and not is_vulnerable
             if moving_along:
                 # Lead vehicle: stop where we could stop if it braked hard now.
                 lead_stop = rear_s + v_along[k] ** 2 / (2.0 * params.lead_brake_mps2)
-                stops.append((lead_stop - params.min_gap_m - ego.front_m, f'lead {objects.ids[k]}'))
+                stops.append((lead_stop - params.min_gap_m - ego.front_m,
+                              f'lead {objects.ids[k]}'))
                 state = 'follow'
                 continue
-            if (speed[k] <= params.static_speed_mps and in_path_now
-                    and not is_vulnerable and rear_s < path.goal_s_m + 5.0):
-                need = obj_d[k] + corridor[k] + 0.05  # pass on the left
+            if stopped_vehicle and in_path_now and rear_s < path.goal_s_m + 5.0:
+                need = obj_d[k] + ELLIPSE_WIDEN * corridor[k] + 0.05  # pass on the left
                 oncoming_free = _oncoming_free(objects, obj_s, v_along, k, ego_s_m,
                                                ego_speed_mps, params, path)
                 left = float(np.interp(obj_s[k], path.s_m, path.left_bound_m))
@@ -353,7 +374,7 @@ def plan_behavior(path: ReferencePath, ego_s_m: float, ego_d_m: float, ego_speed
         # Ellipse around the box for base_link: body centre sits centre_offset ahead of it.
         # 1.4 x the box sum keeps the ellipse close to the rectangle at its corners.
         a = ELLIPSE_STRETCH * (half_l[k] + ego.half_length_m)
-        b = 1.1 * (half_w[k] + 0.5 * ego.width_m + params.lateral_margin_m)
+        b = ELLIPSE_WIDEN * corridor[k]
         row = np.stack([ps - ego.centre_offset_m, pd, np.full(n1, a), np.full(n1, b)], -1)
         mpc_obstacles.append(row)
 
@@ -363,13 +384,20 @@ def plan_behavior(path: ReferencePath, ego_s_m: float, ego_d_m: float, ego_speed
     right_k = np.interp(s_pred, path.s_m, path.right_bound_m)
     d_max[:] = left_k - 0.5 * ego.width_m - params.road_margin_m
     d_min[:] = -(right_k - 0.5 * ego.width_m - params.road_margin_m)
+    caps = []
     if passing:
         state = 'pass'
-        reach = max(obj_d[k] + corridor[k] for k in passing)
+        reach = max(obj_d[k] + ELLIPSE_WIDEN * corridor[k] + 0.05 for k in passing)
         d_max[:] = np.maximum(d_max, reach + 0.3)
+        lead_m = max(params.pass_lead_min_m, params.pass_lead_time_s * ego_speed_mps)
         for k in passing:
-            near = np.abs(s_pred - obj_s[k]) < half_l[k] + ego.half_length_m + 6.0
-            d_ref[near] = np.maximum(d_ref[near], obj_d[k] + corridor[k] + 0.1)
+            # Move out early enough to be beside it in time, come back once past it.
+            start = obj_s[k] - half_l[k] - ego.front_m - lead_m
+            end = obj_s[k] + half_l[k] + ego.rear_m + params.pass_trail_m
+            near = (s_pred >= start) & (s_pred <= end)
+            offset = obj_d[k] + ELLIPSE_WIDEN * corridor[k] + 0.05
+            d_ref[near] = np.maximum(d_ref[near], offset)
+            caps.append((start, end, params.pass_speed_mps))
 
     # Stop lines: stand still behind each, then go when the intersection is clear.
     for line_s in path.stop_lines_s:
@@ -418,7 +446,7 @@ def plan_behavior(path: ReferencePath, ego_s_m: float, ego_d_m: float, ego_speed
         state = 'hold'
     elif state == 'cruise' and s_stop - ego_s_m < 40.0:
         state = {'goal': 'approach_goal', 'stop line': 'stop_line'}.get(reason, state)
-    limit = speed_limit_profile(path, params)
+    limit = speed_limit_profile(path, params, tuple(caps))
     v_ref = time_speed_reference(ego_s_m, ego_speed_mps, path.s_m, limit, s_stop, steps,
                                  step_s, params)
     obstacles = (np.stack(mpc_obstacles) if mpc_obstacles else np.zeros((0, n1, 4)))

@@ -17,10 +17,8 @@ from __future__ import annotations
 import math
 import sys
 
-import rclpy
 from geometry_msgs.msg import Pose, PoseStamped
 from nav_msgs.msg import Odometry
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from std_msgs.msg import String
 
@@ -32,6 +30,7 @@ from robotaxi_stack.common.params import ParameterError, declare_node_parameters
 from robotaxi_stack.common.qos import objects_qos, sensor_input_qos, state_qos
 from robotaxi_stack.common.stamps import (NS_PER_S, MonotonicStampGuard, ns_to_stamp,
                                           stamp_to_ns)
+from robotaxi_stack.common.node_main import run_node
 from robotaxi_stack.planning.map_loader import load_planning_town
 from robotaxi_stack.planning.mission import (
     STATE_NAMES, MissionInputError, MissionManager, MissionOutput, MissionParams)
@@ -197,21 +196,7 @@ class MissionNode(Node):
 
 
 def main(args=None) -> int:
-    rclpy.init(args=args)
-    try:
-        node = MissionNode()
-    except (ParameterError, MapError, ScenarioError) as error:
-        print(f'mission: {error}', file=sys.stderr)
-        rclpy.try_shutdown()
-        return 2
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return run_node(MissionNode, 'mission', (ParameterError, MapError, ScenarioError), args)
 
 
 if __name__ == '__main__':

@@ -18,10 +18,8 @@ from __future__ import annotations
 import math
 import sys
 
-import rclpy
 from geometry_msgs.msg import PoseStamped
 from nav_msgs.msg import Odometry
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 
 from robotaxi_msgs.msg import (ControlCommand, MissionStatus, PredictedObjects, TrackedObjects,
@@ -31,6 +29,7 @@ from robotaxi_stack.common.params import ParameterError, declare_node_parameters
 from robotaxi_stack.common.qos import (command_qos, objects_qos, sensor_input_qos,
                                        state_qos)
 from robotaxi_stack.common.stamps import NS_PER_S, stamp_to_ns
+from robotaxi_stack.common.node_main import run_node
 from robotaxi_stack.planning import behavior as bh
 from robotaxi_stack.planning import conversions as conv
 from robotaxi_stack.planning import mpc
@@ -213,23 +212,8 @@ class MpcPlannerNode(Node):
 
 
 def main(args=None) -> int:
-    rclpy.init(args=args)
-    try:
-        node = MpcPlannerNode()
-    except (ParameterError, MapError, VehicleConfigError) as error:
-        print(f'mpc_planner: {error}', file=sys.stderr)
-        rclpy.try_shutdown()
-        return 2
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
-    try:
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return run_node(MpcPlannerNode, 'mpc_planner',
+                    (ParameterError, MapError, VehicleConfigError), args)
 
 
 if __name__ == '__main__':

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import sys
 
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.node import Node
 
 from robotaxi_stack.common.diagnostics import NodeDiagnostics
 from robotaxi_stack.common.params import ParameterError, declare_node_parameters
 from robotaxi_stack.common.qos import objects_qos
+from robotaxi_stack.common.node_main import run_node
 from robotaxi_stack.system.health_monitor import HealthMonitor, HealthMonitorParams
 
 
@@ -56,21 +56,7 @@ class HealthMonitorNode(Node):
 
 
 def main(args=None) -> int:
-    rclpy.init(args=args)
-    try:
-        node = HealthMonitorNode()
-    except ParameterError as error:
-        print(f'health_monitor: {error}', file=sys.stderr)
-        rclpy.try_shutdown()
-        return 2
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return run_node(HealthMonitorNode, 'health_monitor', (ParameterError,), args)
 
 
 if __name__ == '__main__':

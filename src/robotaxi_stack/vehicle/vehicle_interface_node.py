@@ -21,8 +21,6 @@ import math
 import sys
 import time
 
-import rclpy
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from std_msgs.msg import Bool
 
@@ -31,6 +29,7 @@ from robotaxi_stack.common.diagnostics import ERROR, WARN, NodeDiagnostics
 from robotaxi_stack.common.params import ParameterError, declare_node_parameters
 from robotaxi_stack.common.qos import command_qos, objects_qos, sensor_qos, state_qos
 from robotaxi_stack.common.stamps import NS_PER_S, ns_to_stamp, stamp_to_ns
+from robotaxi_stack.common.node_main import run_node
 from robotaxi_stack.sim.vehicle_dynamics import VehicleConfigError, load_vehicle
 from robotaxi_stack.vehicle.adapters import AdapterError, DriveByWireAdapter
 from robotaxi_stack.vehicle.command_gate import (TICK_HZ, CommandGateError, CommandSource,
@@ -257,24 +256,7 @@ class VehicleInterfaceNode(Node):
 
 
 def main(args=None) -> int:
-    rclpy.init(args=args)
-    try:
-        node = VehicleInterfaceNode()
-    except ParameterError as error:
-        message = str(error)
-        if not message.startswith('vehicle_interface:'):
-            message = f'vehicle_interface: {message}'
-        print(message, file=sys.stderr)
-        rclpy.try_shutdown()
-        return 2
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return run_node(VehicleInterfaceNode, 'vehicle_interface', (ParameterError,), args)
 
 
 if __name__ == '__main__':

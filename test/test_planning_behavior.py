@@ -68,8 +68,10 @@ def _pedestrian(object_id, x, y, vx=0.0, vy=0.0):
 def _plan(path, ego_s, speed, objects=(), *, t_s=0.0, memory=None, goal_active=True,
           ego_d=0.0):
     objects = objects if isinstance(objects, bh.Objects) else _objects(list(objects))
-    return bh.plan_behavior(path, ego_s, ego_d, speed, t_s, objects, EGO,
-                            memory if memory is not None else bh.BehaviorMemory(), PARAMS,
+    if memory is None:
+        # Stopped objects have stood for a minute (parked), unless a test says otherwise.
+        memory = bh.BehaviorMemory(stopped_since_s={int(i): t_s - 60.0 for i in objects.ids})
+    return bh.plan_behavior(path, ego_s, ego_d, speed, t_s, objects, EGO, memory, PARAMS,
                             steps=STEPS, step_s=STEP_S, goal_active=goal_active,
                             max_objects=MAX_OBJECTS)
 
@@ -439,3 +441,20 @@ def test_empty_objects_plan_without_obstacles(kerb_path):
         assert array.shape == (STEPS + 1,) and np.all(np.isfinite(array))
     assert np.all(plan.d_min_m <= plan.d_max_m)
     assert np.all(plan.d_min_m < 0.0) and np.all(plan.d_max_m > 0.0)
+
+
+def test_a_car_that_has_only_just_stopped_is_not_passed_but_waited_behind(kerb_path):
+    parked = [_car(5, 50.0, -1.75)]
+    memory = bh.BehaviorMemory()
+    first = _plan(kerb_path, 20.0, 3.0, parked, t_s=10.0, memory=memory)
+    assert first.stop_reason == 'object 5' and first.passing_ids == ()
+    later = _plan(kerb_path, 20.0, 0.0, parked, t_s=10.0 + PARAMS.pass_min_stopped_s,
+                  memory=memory)
+    assert later.passing_ids == (5,)
+
+
+def test_a_car_queued_before_a_stop_line_is_never_passed(turn_path):
+    line_s = turn_path.stop_lines_s[0]
+    queued_xy = turn_path.sample(line_s - 6.0)['xy_m']
+    plan = _plan(turn_path, line_s - 40.0, 3.0, [_car(6, queued_xy[0], queued_xy[1])])
+    assert plan.passing_ids == () and plan.stop_reason == 'object 6'

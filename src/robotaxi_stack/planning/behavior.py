@@ -95,6 +95,11 @@ class BehaviorParams:
                                 description='stay out this far past the passed object')
     pass_speed_mps: float = param(5.0, min=1.0, max=20.0,
                                   description='speed limit while passing')
+    pass_min_stopped_s: float = param(3.0, min=0.0, max=60.0,
+                                      description='only vehicles stopped this long are passed')
+    queue_distance_m: float = param(25.0, min=0.0, max=100.0,
+                                    description='vehicles stopped this close before a stop '
+                                                'line are queued traffic, never passed')
     road_margin_m: float = param(0.15, min=0.0, max=1.0,
                                  description='body clearance to the road bounds')
     obstacle_range_m: float = param(80.0, min=10.0, max=300.0,
@@ -179,6 +184,7 @@ class BehaviorMemory:
     """
 
     served_stop_lines: list = dataclasses.field(default_factory=list)
+    stopped_since_s: dict = dataclasses.field(default_factory=dict)  # object id -> t
     stop_since_s: float | None = None
     stop_line_xy: tuple | None = None
 
@@ -322,6 +328,10 @@ def plan_behavior(path: ReferencePath, ego_s_m: float, ego_d_m: float, ego_speed
     mpc_obstacles: list[np.ndarray] = []
     state = 'cruise'
 
+    # Remember since when each vehicle stands (passing needs it to be parked, not queued).
+    for k in range(len(objects)):
+        if speed[k] > params.static_speed_mps:
+            memory.stopped_since_s.pop(int(objects.ids[k]), None)
     horizon_s = ego_s_m + max(ego_speed_mps, 3.0) * steps * step_s + 10.0
     for k in range(len(objects)):
         if not in_range[k]:
@@ -346,7 +356,12 @@ def plan_behavior(path: ReferencePath, ego_s_m: float, ego_d_m: float, ego_speed
                               f'lead {objects.ids[k]}'))
                 state = 'follow'
                 continue
-            if stopped_vehicle and in_path_now and rear_s < path.goal_s_m + 5.0:
+            object_id = int(objects.ids[k])
+            stopped_for_s = t_s - memory.stopped_since_s.setdefault(object_id, t_s)
+            queued = any(0.0 <= line - (obj_s[k] + half_l[k]) <= params.queue_distance_m
+                         for line in path.stop_lines_s)
+            if (stopped_vehicle and in_path_now and rear_s < path.goal_s_m + 5.0
+                    and not queued and stopped_for_s >= params.pass_min_stopped_s):
                 need = obj_d[k] + ELLIPSE_WIDEN * corridor[k] + 0.05  # pass on the left
                 oncoming_free = _oncoming_free(objects, obj_s, v_along, k, ego_s_m,
                                                ego_speed_mps, params, path)

@@ -188,8 +188,7 @@ class MpcPlannerNode(Node):
             plan = self.core.plan(t_s, ego, self._objects_now(t_ns))
         except (PlannerInputError, bh.BehaviorInputError, mpc.MpcInputError) as error:
             self.diagnostics.health.set('plan', ERROR, f'{error}; holding')
-            plan = self.core._hold_plan(t_s, ego, str(error))
-            self.core.last_plan, self.core.last_plan_t_s = plan, t_s
+            plan = self.core.hold_plan(t_s, ego, str(error))
         else:
             self.diagnostics.health.clear('plan')
         if plan.result is not None and plan.result.fallback:

@@ -176,7 +176,7 @@ class PlannerCore:
             self.route_error = str(error)
             self.path = None
         if self.path is None or self.reference is None:
-            out = self._hold_plan(t_s, ego, self.route_error or 'no goal')
+            out = self.hold_plan(t_s, ego, self.route_error or 'no goal')
         else:
             out = self._mpc_plan(t_s, ego, objects)
         self.last_plan, self.last_plan_t_s = out, t_s
@@ -214,8 +214,9 @@ class PlannerCore:
             return 0.0
         return float(np.interp(t_s - self.last_plan_t_s, last.t_s, last.accel_mps2))
 
-    def _hold_plan(self, t_s: float, ego: EgoInput, message: str) -> PlanOutput:
-        """Stand still (or brake comfortably to a stop) where the car is."""
+    def hold_plan(self, t_s: float, ego: EgoInput, message: str) -> PlanOutput:
+        """Stand still (or brake comfortably to a stop) where the car is; it becomes the
+        plan that command() samples."""
         n = self.mpc_params.horizon_steps
         t = np.arange(n + 1) * self.mpc_params.step_s
         decel = self.behavior_params.comfort_decel_mps2
@@ -225,8 +226,10 @@ class PlannerCore:
         y = ego.y_m + dist * math.sin(ego.yaw_rad)
         accel = np.where(v > 0.0, -decel, self.params.hold_accel_mps2)
         self.mpc.reset()
-        return PlanOutput(t, x, y, np.full(n + 1, ego.yaw_rad), v, accel,
-                          np.full(n + 1, ego.steer_rad), np.zeros(n + 1), None, None, message)
+        out = PlanOutput(t, x, y, np.full(n + 1, ego.yaw_rad), v, accel,
+                         np.full(n + 1, ego.steer_rad), np.zeros(n + 1), None, None, message)
+        self.last_plan, self.last_plan_t_s = out, t_s
+        return out
 
     # -- 50 Hz commands --------------------------------------------------------------------
     def command(self, t_s: float, ego: EgoInput) -> Command:

@@ -106,12 +106,16 @@ def _write_params(out_dir: pathlib.Path, scenario: Scenario,
         'exit_at_end': True,
         'step_hz': float(max(scenario.sim.step_hz, 100.0)),
         'wait_for_nodes': [n for n in node_names if n != 'simulator'] + [RECORDER_NODE],
+        # A loaded machine may stall the stack for a while; stepping on without its command
+        # would make the run irreproducible, so wait long before declaring a timeout.
+        'lockstep_timeout_s': 5.0,
         'reliable_sensors': True,
         'counts_file': str(out_dir / COUNTS_FILE),
     }}, 'mpc_planner': {'ros__parameters': {
-        # Inputs derived from the same tick (mission status, objects) are applied one planning
-        # cycle after their stamp, so every run sees them at the same cycle.
-        'input_delay_s': 0.1,
+        # Inputs derived from the same tick (mission status, objects) are applied 0.3 s after
+        # their stamp, so every run sees them at the same cycle even when the machine is
+        # loaded (the mission node is not lock-stepped; 0.1 s was seen to be too short).
+        'input_delay_s': 0.3,
         'reliable_inputs': True,
         # Time deadlines depend on the machine's load; in a lock-stepped run the iteration
         # caps alone bound the solver, so the same seed gives the same plans.

@@ -106,7 +106,7 @@ def test_runner_starts_real_node_prefixes_logs_and_stops_cleanly(tmp_path):
                                 graph.resolve_arguments({'sim': 'false'}), ROOT / 'config')
     out = io.StringIO()
     runner = _runner(specs, out)
-    assert runner.run(duration_s=4.0) == 0
+    assert runner.run(duration_s=4.0) == 0, out.getvalue()[-3000:]
     assert runner.failure is None
     assert '[bringup] starting health_monitor' in out.getvalue()
     assert all(m.poll() is not None for m in runner.processes)  # nothing left running
@@ -219,3 +219,15 @@ def test_launch_file_builds_launch_ros_nodes_from_the_graph(monkeypatch):
         assert node.kwargs['executable'] == spec_.executable
         assert {'use_sim_time': True} in node.kwargs['parameters']
         assert node.kwargs['ros_arguments'] == ['--log-level', 'warn']
+
+
+def test_empty_launch_argument_is_not_passed_as_a_parameter():
+    # rcl cannot parse `-p scenario:=` (no value): an empty argument leaves the node default.
+    nodes = graph.load_graph(ROOT / 'config' / 'stack.yaml')
+    empty = {s.name: dict(s.parameters) for s in graph.resolve_graph(
+        nodes, graph.resolve_arguments({'sim': 'false'}), ROOT / 'config')}
+    assert 'scenario' not in empty['mpc_planner'] and empty['mpc_planner']['vehicle']
+    given = {s.name: dict(s.parameters) for s in graph.resolve_graph(
+        nodes, graph.resolve_arguments({'sim': 'false', 'scenario': '/x.yaml'}),
+        ROOT / 'config')}
+    assert given['mpc_planner']['scenario'] == '/x.yaml'

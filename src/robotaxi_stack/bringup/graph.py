@@ -200,7 +200,10 @@ def resolve_graph(nodes: list[dict[str, Any]], args: Mapping[str, str],
             respawn=entry.get('respawn', False),
             respawn_delay_s=float(entry.get('respawn_delay_s', 1.0)),
             required=entry.get('required', False),
-            parameters=tuple((name, args[name]) for name in entry.get('pass_args', []))))
+            # An empty argument (e.g. no scenario) leaves the node's default: `-p name:=` with
+            # no value is a start-up error in rcl.
+            parameters=tuple((name, args[name]) for name in entry.get('pass_args', [])
+                             if args[name] != '')))
     if not specs:
         raise GraphError(f'no node matches the launch arguments {dict(args)}')
     return specs

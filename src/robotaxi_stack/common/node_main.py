@@ -18,6 +18,9 @@ def run_node(create: Callable[[], object], name: str,
     rclpy.init(args=args)
     try:
         node = create()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        rclpy.try_shutdown()  # asked to stop while still starting: not an error
+        return 0
     except startup_errors as error:
         message = str(error)
         print(message if message.startswith(f'{name}:') else f'{name}: {message}',

@@ -8,6 +8,7 @@ DEMO_OUT ?= out/demo
 .PHONY: demo test setup build bench clean lint
 
 demo: build
+	rm -rf $(DEMO_OUT)  # the demo's own output folder: a rerun replaces it (bags are never overwritten)
 	$(ROS_ENV) && robotaxi scenario run $(SCENARIO) --out $(DEMO_OUT)
 
 setup:

@@ -251,8 +251,7 @@ def time_speed_reference(s0_m: float, v0_mps: float, path_s_m: np.ndarray,
     return v_ref
 
 
-def _project(path: ReferencePath, xy: np.ndarray, s_hint_m: float) -> tuple[np.ndarray,
-                                                                              np.ndarray]:
+def _project(path: ReferencePath, xy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Stations and lateral offsets of points (M, 2) on the path (vectorised, nearest point)."""
     pts = path.xy_m
     flat = xy.reshape(-1, 2)
@@ -307,8 +306,8 @@ def plan_behavior(path: ReferencePath, ego_s_m: float, ego_d_m: float, ego_speed
 
     # Objects in the path frame: now and predicted.
     in_range = np.ones(len(objects), bool)
-    obj_s, obj_d = _project(path, objects.xy_m, ego_s_m)
-    pred_s, pred_d = _project(path, objects.pred_xy_m, ego_s_m)
+    obj_s, obj_d = _project(path, objects.xy_m)
+    pred_s, pred_d = _project(path, objects.pred_xy_m)
     if len(objects):
         in_range = (obj_s > ego_s_m - 30.0) & (obj_s < ego_s_m + params.obstacle_range_m)
     heading = np.interp(obj_s, path.s_m, path.yaw_rad) if len(objects) else np.zeros(0)

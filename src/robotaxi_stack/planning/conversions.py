@@ -33,18 +33,21 @@ def _label(obj) -> int:
 def objects_from_tracked(msg, age_s: float, pred_t_s: np.ndarray) -> tuple[bh.Objects, int]:
     """TrackedObjects (ground truth or tracker) -> Objects predicted at constant velocity,
     advanced by `age_s` (message stamp to now). Returns (objects, rows dropped as non-finite)."""
-    rows = []
-    for obj in msg.objects:
-        pose = obj.pose.pose
-        yaw = quaternion_yaw(pose.orientation)
-        vx_obj, vy_obj = (obj.twist.twist.linear.x, obj.twist.twist.linear.y) \
-            if obj.has_twist else (0.0, 0.0)
-        c, s = math.cos(yaw), math.sin(yaw)
-        row = (obj.object_id, _label(obj), pose.position.x, pose.position.y, yaw,
-               c * vx_obj - s * vy_obj, s * vx_obj + c * vy_obj, obj.dimensions.x,
-               obj.dimensions.y)
-        rows.append(row)
+    rows = [_object_row(obj, obj.has_twist) for obj in msg.objects]
     return _constant_velocity(rows, age_s, pred_t_s)
+
+
+def _object_row(obj, has_twist: bool) -> tuple:
+    """(id, label, x, y, yaw, vx, vy, length, width) in map; the message's twist is in the
+    object frame (x along its heading)."""
+    pose = obj.pose.pose
+    yaw = quaternion_yaw(pose.orientation)
+    vx_obj, vy_obj = (obj.twist.twist.linear.x, obj.twist.twist.linear.y) if has_twist \
+        else (0.0, 0.0)
+    c, s = math.cos(yaw), math.sin(yaw)
+    return (obj.object_id, _label(obj), pose.position.x, pose.position.y, yaw,
+            c * vx_obj - s * vy_obj, s * vx_obj + c * vy_obj, obj.dimensions.x,
+            obj.dimensions.y)
 
 
 def _constant_velocity(rows, age_s, pred_t_s):
@@ -66,13 +69,7 @@ def objects_from_predicted(msg, age_s: float, pred_t_s: np.ndarray) -> tuple[bh.
     pred_t_s + age_s); objects without paths hold their velocity. Non-finite rows dropped."""
     rows, paths = [], []
     for obj in msg.objects:
-        pose = obj.pose.pose
-        yaw = quaternion_yaw(pose.orientation)
-        vx_obj, vy_obj = obj.twist.twist.linear.x, obj.twist.twist.linear.y
-        c, s = math.cos(yaw), math.sin(yaw)
-        rows.append((obj.object_id, _label(obj), pose.position.x, pose.position.y, yaw,
-                     c * vx_obj - s * vy_obj, s * vx_obj + c * vy_obj, obj.dimensions.x,
-                     obj.dimensions.y))
+        rows.append(_object_row(obj, True))  # PredictedObject has no has_twist flag
         best = max(obj.paths, key=lambda p: p.confidence) if obj.paths else None
         if best is None or not best.path:
             paths.append(None)

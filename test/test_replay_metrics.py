@@ -481,3 +481,47 @@ def test_summary_checks_series_lengths(tmp_path):
     with pytest.raises(SummaryError, match='speed_mps: expected 3 samples'):
         draw_summary(tmp_path / 's.png', [], np.zeros((3, 2)), {}, np.arange(3.0),
                      np.zeros(2), np.zeros(3), np.zeros(3))
+
+
+# ------------------------------------------------------------------------------ ride time ratio
+
+def _legs(*ratios):
+    return [{'ride_id': 'r1', 'leg': leg, 'time_s': 20.0 * ratio if ratio else 20.0,
+             'free_flow_s': 20.0 if ratio else None, 'ratio': ratio}
+            for leg, ratio in zip(('to_pickup', 'to_dropoff'), ratios)]
+
+
+def test_ride_time_ratio_passes_within_the_limit():
+    metrics = _metrics(ride_legs=_legs(1.1, 1.29), max_ride_time_ratio=1.29)
+    result = build_result('r', metrics, Expect(max_ride_time_ratio=1.3))
+    assert result['passed'] and result['failures'] == []
+    # Not set: a slow ride is not checked.
+    slow = _metrics(ride_legs=_legs(1.1, 2.0), max_ride_time_ratio=2.0)
+    assert build_result('r', slow, Expect())['passed']
+
+
+def test_ride_time_ratio_above_the_limit_fails_naming_the_leg():
+    metrics = _metrics(ride_legs=_legs(1.1, 1.45), max_ride_time_ratio=1.45)
+    assert build_result('r', metrics, Expect(max_ride_time_ratio=1.3))['failures'] == [
+        'max_ride_time_ratio: expected ride time <= 1.3 x free-flow time, measured 1.45 for '
+        'r1 to_dropoff (29.0 s vs 20.0 s free flow)']
+
+
+def test_ride_time_ratio_not_measured_fails_with_the_reason():
+    expect = Expect(max_ride_time_ratio=1.3)
+    failures = build_result('r', _metrics(), expect)['failures']
+    assert failures == ['max_ride_time_ratio: expected ride time <= 1.3 x free-flow time, '
+                        'not measured (no completed ride leg)']
+    metrics = _metrics(ride_legs=[], max_ride_time_ratio=None,
+                       ride_time_error='map.file: cannot read maps/x.osm')
+    assert build_result('r', metrics, expect)['failures'] == [
+        'max_ride_time_ratio: expected ride time <= 1.3 x free-flow time, not measured '
+        '(map.file: cannot read maps/x.osm)']
+    legs = _legs(1.1, None)
+    legs[1]['error'] = 'no route'
+    assert build_result('r', _metrics(ride_legs=legs, max_ride_time_ratio=1.1), expect)[
+        'failures'] == ['max_ride_time_ratio: expected ride time <= 1.3 x free-flow time, '
+                        'not measured for r1 to_dropoff (no route)']
+    # Only the summary value (hand-built metrics): it is still checked.
+    assert build_result('r', _metrics(max_ride_time_ratio=1.4), expect)['failures'] == [
+        'max_ride_time_ratio: expected ride time <= 1.3 x free-flow time, measured 1.40']

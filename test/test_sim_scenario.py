@@ -356,3 +356,40 @@ def test_example_positions_fit_the_generated_grid_town():
         validate_positions(parse_scenario(data), lambda xy: is_on_road(town, xy),
                            tuple(town.extent))
     assert info.value.key_path == 'actors[0].start'
+
+
+# ------------------------------------------------------------------------------ ride time ratio
+
+def test_max_ride_time_ratio_parses_and_round_trips():
+    data = example_dict()
+    assert parse_scenario(data).expect.max_ride_time_ratio is None  # not set: not checked
+    data['expect']['max_ride_time_ratio'] = 1.3
+    scenario = parse_scenario(data)
+    assert scenario.expect.max_ride_time_ratio == 1.3
+    data['expect']['max_ride_time_ratio'] = 2  # an integer is a number
+    assert parse_scenario(data).expect.max_ride_time_ratio == 2.0
+    assert parse_scenario(yaml.safe_load(yaml.safe_dump(scenario_to_dict(scenario)))) == scenario
+
+
+@pytest.mark.parametrize('value, fragment', [
+    ('fast', "expected number, got 'fast'"),
+    (True, 'expected number, got True'),
+    (None, 'expected number, got None'),
+    (float('nan'), 'expected a finite number'),
+    (1.0, 'expected > 1, got 1.0'),
+    (0.8, 'expected > 1, got 0.8'),
+    (-2, 'expected > 1, got -2'),
+])
+def test_max_ride_time_ratio_must_be_a_number_above_one(value, fragment):
+    data = example_dict()
+    data['expect']['max_ride_time_ratio'] = value
+    expect_error(data, 'expect.max_ride_time_ratio', fragment)
+
+
+def test_shipped_scenarios_ask_for_ride_time_ratios_above_one():
+    import pathlib
+    folder = pathlib.Path(__file__).resolve().parents[1] / 'scenarios'
+    ratios = {path.stem: load_scenario(path).expect.max_ride_time_ratio
+              for path in sorted(folder.glob('*.yaml'))}
+    assert ratios['plain_ride'] == 1.3
+    assert all(ratio is None or 1.0 < ratio <= 2.0 for ratio in ratios.values())

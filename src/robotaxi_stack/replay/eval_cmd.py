@@ -18,6 +18,7 @@ from robotaxi_stack.replay.bag_io import BagError
 from robotaxi_stack.replay.metrics import MetricsError
 from robotaxi_stack.sim.scenario import ScenarioError, load_scenario
 from robotaxi_stack.sim.vehicle_dynamics import load_vehicle
+from robotaxi_stack.sim.maps import MapError
 from robotaxi_stack.sim.world import build_town
 
 
@@ -36,11 +37,13 @@ def main(argv: list[str]) -> int:
         # contradict each other rather than fail the evaluation of everything else.
         for topic, pairs in series.latency.items():
             series.latency[topic] = [(r, s) for r, s in pairs if r >= s]
-        result, extras = evaluation.evaluate(series, scenario, load_vehicle(scenario.ego.vehicle))
+        town = build_town(scenario, path.resolve().parent)
+        result, extras = evaluation.evaluate(series, scenario, load_vehicle(scenario.ego.vehicle),
+                                             town)
         if options.summary:
-            town = build_town(scenario, path.resolve().parent)
             evaluation.write_summary(options.summary, series, scenario, town, extras)
-    except (ScenarioError, BagError, MetricsError, evaluation.EvaluationError, OSError) as error:
+    except (ScenarioError, MapError, BagError, MetricsError, evaluation.EvaluationError,
+            OSError) as error:
         print(f'robotaxi eval: {error}', file=sys.stderr)
         return 2
     text = json.dumps(result, indent=2) + '\n'

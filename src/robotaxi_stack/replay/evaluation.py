@@ -16,10 +16,13 @@ from typing import Any
 
 import numpy as np
 
+from robotaxi_stack.common.params import ParameterError
+from robotaxi_stack.replay import free_flow as ff
 from robotaxi_stack.replay import metrics as m
 from robotaxi_stack.replay.bag_io import deserialize, read_bag
 from robotaxi_stack.replay.summary import draw_summary
-from robotaxi_stack.sim.scenario import Scenario
+from robotaxi_stack.sim import maps
+from robotaxi_stack.sim.scenario import Scenario, ScenarioError
 from robotaxi_stack.sim.vehicle_dynamics import VehicleParams
 
 TOPIC_ODOMETRY = '/localization/kinematic_state'
@@ -148,8 +151,14 @@ def actor_boxes_at(series: Series, actor_count: int, times_s: np.ndarray
     return boxes, valid
 
 
-def evaluate(series: Series, scenario: Scenario, vehicle: VehicleParams) -> tuple[dict, dict]:
-    """(result.json dict, extras for the summary) of one run."""
+def evaluate(series: Series, scenario: Scenario, vehicle: VehicleParams,
+             town: maps.Town | None = None) -> tuple[dict, dict]:
+    """(result.json dict, extras for the summary) of one run.
+
+    town: the scenario's map, for the free-flow ride times; None builds it from the scenario
+    (a map file given relative to the scenario's folder is then looked up from the working
+    directory).
+    """
     t = series.t_s
     ego_boxes = m.ego_footprint(series.xy_m[:, 0], series.xy_m[:, 1], series.yaw_rad,
                                 vehicle.length_m, vehicle.width_m,
@@ -192,12 +201,47 @@ def evaluate(series: Series, scenario: Scenario, vehicle: VehicleParams) -> tupl
             break
     if series.objects[TOPIC_TRACKED] and len(series.gt_t_s):
         metrics['tracking'] = _tracking_metrics(series)
+    metrics.update(_ride_time_metrics(series, scenario, vehicle, town))
     if clearance is None:
         metrics['min_clearance_m'] = None
     result = m.build_result(scenario.name, metrics, scenario.expect)
     extras = {'events': [(e.t_s, f'collision {e.actor_id}') for e in events]
               + [(e['t_s'], f"MRM {e['behavior']}") for e in mrm]}
     return result, extras
+
+
+def _ride_time_metrics(series: Series, scenario: Scenario, vehicle: VehicleParams,
+                       town: maps.Town | None) -> dict:
+    """ride_legs (measured vs free-flow time per completed leg) and max_ride_time_ratio;
+    ride_time_error says why there are none when the references could not be computed."""
+    out: dict[str, Any] = {'ride_legs': [], 'max_ride_time_ratio': None}
+    try:
+        legs = ff.extract_ride_legs(series.mission)
+        if not legs:
+            return out
+        if town is None:
+            town = _scenario_town(scenario)
+        behavior, hold_s = ff.load_planner_settings()
+        stops = {r.ride_id: ((r.pickup.x, r.pickup.y, r.pickup.yaw),
+                             (r.dropoff.x, r.dropoff.y, r.dropoff.yaw)) for r in scenario.rides}
+        entries = ff.ride_time_ratios(legs, series.t_s, series.xy_m, series.yaw_rad,
+                                      series.speed_mps, stops, town, behavior,
+                                      vehicle.length_m - vehicle.rear_overhang_m, hold_s)
+    except (ff.FreeFlowError, maps.MapError, ScenarioError, ParameterError, OSError) as error:
+        out['ride_time_error'] = str(error)
+        return out
+    ratios = [e['ratio'] for e in entries if e['ratio'] is not None]
+    out['ride_legs'] = entries
+    out['max_ride_time_ratio'] = max(ratios) if ratios else None
+    return out
+
+
+def _scenario_town(scenario: Scenario) -> maps.Town:
+    if scenario.map.generator == 'grid_town':
+        return maps.generate_grid_town(scenario.map.params)
+    # Imported here: sim.world pulls in the sensor models, which a generated map never needs.
+    from robotaxi_stack.sim.world import build_town
+    return build_town(scenario)
 
 
 def _tracking_metrics(series: Series) -> dict:

@@ -5,7 +5,8 @@ frame in metres) and calls these. Nothing here reads bags or imports ROS.
 
 - Safety: oriented box footprints, exact convex-polygon overlap (separating axes) and distance
   (point-to-segment minima) between the ego and every actor, vectorised over time and actors.
-- Service: stop errors of boarding/alighting stops, completed rides, MRM events.
+- Service: stop errors of boarding/alighting stops, completed rides, MRM events, ride time
+  over free-flow time (computed by replay/free_flow.py, checked here).
 - Comfort: longitudinal acceleration and jerk, lateral acceleration.
 - Latency: percentiles of receive time minus header stamp.
 - Perception/tracking/prediction: detection AP per class, CLEAR MOT (MOTA, ID switches),
@@ -937,6 +938,34 @@ def _check_expectations(metrics: Mapping, expect: Expect) -> list[str]:
                                    metrics)
         if failure:
             failures.append(failure)
+    if expect.max_ride_time_ratio is not None:
+        failures += _check_ride_time_ratio(metrics, expect.max_ride_time_ratio)
+    return failures
+
+
+def _check_ride_time_ratio(metrics: Mapping, limit: float) -> list[str]:
+    """Every completed ride leg within `limit` x its free-flow time (replay/free_flow.py)."""
+    name = 'max_ride_time_ratio'
+    legs = metrics.get('ride_legs') or []
+    if not legs:  # only the summary value (or nothing) to go by
+        ratio = metrics.get(name)
+        if ratio is None:
+            why = metrics.get('ride_time_error') or 'no completed ride leg'
+            return [f'{name}: expected ride time <= {limit:g} x free-flow time, not measured '
+                    f'({why})']
+        return [] if ratio <= limit else [
+            f'{name}: expected ride time <= {limit:g} x free-flow time, measured {ratio:.2f}']
+    failures = []
+    for leg in legs:
+        where = f"{leg.get('ride_id')} {leg.get('leg')}"
+        ratio = leg.get('ratio')
+        if ratio is None:
+            failures.append(f'{name}: expected ride time <= {limit:g} x free-flow time, not '
+                            f"measured for {where} ({leg.get('error', 'no free-flow time')})")
+        elif ratio > limit:
+            failures.append(f'{name}: expected ride time <= {limit:g} x free-flow time, '
+                            f"measured {ratio:.2f} for {where} ({leg['time_s']:.1f} s vs "
+                            f"{leg['free_flow_s']:.1f} s free flow)")
     return failures
 
 

@@ -50,10 +50,13 @@ Schema (``?`` marks optional keys, with their default):
              max_abs_jerk_mps3?: > 0, max_abs_lat_accel_mps2?: > 0, min_clearance_m?: >= 0,
              max_e2e_latency_p99_ms?: > 0, min_mota?: [-inf, 1], max_id_switches?: int >= 0,
              max_ade_3s_m?: > 0, max_fde_3s_m?: > 0,
-             min_perception?: {ap_<cls>|recall_<cls>: [0, 1]}}   (cls: PERCEPTION_CLASS_KEYS)
+             min_perception?: {ap_<cls>|recall_<cls>: [0, 1]},   (cls: PERCEPTION_CLASS_KEYS)
+             max_ride_time_ratio?: > 1}
 
 An expectation left out is not checked. ``mrm: none`` asks for no MRM at all, ``any`` for at
 least one MRM of any behavior, a behavior name for at least one MRM with that behavior.
+``max_ride_time_ratio`` bounds every completed ride leg (to the pickup, to the dropoff): its
+measured time over its free-flow time on an empty road (replay/free_flow.py), e.g. 1.3.
 ``map.file`` is kept as written; the scenario runner resolves a relative path against the
 scenario file's folder.
 """
@@ -310,6 +313,7 @@ class Expect:
     max_fde_3s_m: float | None = None
     # Sorted (metric key, minimum) pairs, e.g. (('ap_car', 0.8), ('recall_ped', 0.9)).
     min_perception: tuple[tuple[str, float], ...] = ()
+    max_ride_time_ratio: float | None = None
 
 
 @dataclass(frozen=True)
@@ -707,7 +711,8 @@ def _parse_sim(value: Any, path: str, sensors: SensorsSpec) -> SimSpec:
 
 _EXPECT_KEYS = ('rides_completed', 'no_collision', 'stop_error_m', 'mrm', 'max_abs_jerk_mps3',
                 'max_abs_lat_accel_mps2', 'min_clearance_m', 'max_e2e_latency_p99_ms',
-                'min_mota', 'max_id_switches', 'max_ade_3s_m', 'max_fde_3s_m', 'min_perception')
+                'min_mota', 'max_id_switches', 'max_ade_3s_m', 'max_fde_3s_m', 'min_perception',
+                'max_ride_time_ratio')
 
 
 def _parse_expect(value: Any, path: str, n_rides: int) -> Expect:
@@ -744,7 +749,9 @@ def _parse_expect(value: Any, path: str, n_rides: int) -> Expect:
         max_id_switches=fields.integer('max_id_switches', None, lo=0),
         max_ade_3s_m=fields.number('max_ade_3s_m', None, **positive),
         max_fde_3s_m=fields.number('max_fde_3s_m', None, **positive),
-        min_perception=min_perception)
+        min_perception=min_perception,
+        # A ratio is measured over free flow, so only limits above 1 can ever pass.
+        max_ride_time_ratio=fields.number('max_ride_time_ratio', None, lo=1.0, lo_open=True))
 
 
 def _check_unique(items: Sequence[Any], attr: str, path: str, key: str) -> None:

@@ -63,6 +63,10 @@ def test_launch_arguments_resolve_defaults_and_reject_bad_values():
     ('format: robotaxi-stack/1\nnodes:\n  - {name: a, executable: health_monitor_node}\n'
      '  - {name: a, executable: health_monitor_node}\n', 'duplicate'),
     ('format: robotaxi-stack/1\nnodes:\n  - {name: a, executable: health_monitor_node,'
+     ' when: {perception: [ground_truth, lidar_camera]}}\n'
+     '  - {name: a, executable: health_monitor_node, when: {perception: ground_truth}}\n',
+     'duplicate'),
+    ('format: robotaxi-stack/1\nnodes:\n  - {name: a, executable: health_monitor_node,'
      ' respawn_delay_s: -1}\n', 'respawn_delay_s'),
     ('format: robotaxi-stack/1\nnodes:\n  - {name: a, executable: health_monitor_node,'
      ' when: {weather: rain}}\n', 'unknown launch argument'),
@@ -231,3 +235,16 @@ def test_empty_launch_argument_is_not_passed_as_a_parameter():
         nodes, graph.resolve_arguments({'sim': 'false', 'scenario': '/x.yaml'}),
         ROOT / 'config')}
     assert given['mpc_planner']['scenario'] == '/x.yaml'
+
+
+def test_one_node_name_in_exclusive_variants_resolves_to_one_node(tmp_path):
+    path = write(tmp_path, 'format: robotaxi-stack/1\nnodes:\n'
+                 '  - {name: a, executable: health_monitor_node, when: {perception: ground_truth},'
+                 ' remaps: {~/input/x: /ground_truth}}\n'
+                 '  - {name: a, executable: health_monitor_node, when: {perception: lidar_camera},'
+                 ' remaps: {~/input/x: /tracked}}\n')
+    nodes = graph.load_graph(path)
+    for perception, topic in (('ground_truth', '/ground_truth'), ('lidar_camera', '/tracked')):
+        args = graph.resolve_arguments({'perception': perception})
+        specs = graph.resolve_graph(nodes, args, tmp_path)
+        assert [(s.name, s.remaps) for s in specs] == [('a', (('~/input/x', topic),))]

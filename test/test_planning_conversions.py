@@ -29,7 +29,7 @@ def _predicted(x_m, path_x_m, step_s=0.5, confidence=1.0, nan=False):
 
 
 def test_predicted_objects_follow_their_path_advanced_by_the_message_age():
-    msg = _predicted(10.0, [10.0, 11.0, 12.0, 13.0, 14.0])
+    msg = _predicted(10.0, [11.0, 12.0, 13.0, 14.0])  # at 0.5, 1.0, ... s
     objects, dropped = conv.objects_from_predicted(msg, 0.5, np.array([0.0, 0.5, 1.0]))
     assert dropped == 0 and list(objects.ids) == [3] and list(objects.labels) == [1]
     assert objects.velocity_mps[0].tolist() == [2.0, 0.0]

@@ -324,3 +324,22 @@ def test_leaving_the_route_replans_from_where_the_ego_is(manager):
     assert far.state == TO_PICKUP and far.remaining_distance_m > 200.0
     assert manager.update(2.5, 121.75, 34.0, NORTH, 8.0).remaining_distance_m \
         == pytest.approx(far.remaining_distance_m - 4.0, abs=0.01)
+
+
+def test_timed_requests_are_due_by_stamp_plus_delay_then_arrival_order():
+    from robotaxi_stack.planning.mission import TimedRequests
+    queue = TimedRequests(delay_ns=500, max_future_ns=10_000)
+    queue.add(1_000, 'b', last_odometry_ns=None)
+    queue.add(900, 'a', last_odometry_ns=None)
+    queue.add(1_000, 'c', last_odometry_ns=None)
+    assert queue.due(1_399) == []
+    assert queue.due(1_400) == ['a']
+    assert queue.due(1_500) == ['b', 'c']  # same due time: arrival order
+    assert len(queue) == 0 and queue.late == 0
+    # Arriving after its tick: taken at the next odometry, counted late; a zero stamp is "now".
+    queue.add(100, 'late', last_odometry_ns=1_500)
+    queue.add(0, 'now', last_odometry_ns=1_500)
+    assert queue.due(1_520) == ['late', 'now'] and queue.late == 1
+    # A skewed clock far ahead: taken at once rather than waiting, counted.
+    queue.add(1_000_000, 'future', last_odometry_ns=1_520)
+    assert queue.due(1_540) == ['future'] and queue.future == 1

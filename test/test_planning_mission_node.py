@@ -146,14 +146,58 @@ def test_rejected_topic_request_and_bad_odometry_raise_diagnostics(graph):
         return any(text in status.message for array in diagnostics for status in array.status
                    if status.name == node.get_fully_qualified_name())
 
+    assert _spin_until(executor, lambda: len(node._pending) == 1)
+    assert _spin_until(executor, lambda: odometry.get_subscription_count() > 0)
+    # An unstamped request is taken at the next odometry (its due time has long passed).
+    odometry.publish(_odometry(5.0, 10.0, -1.75, 0.0))
     assert _spin_until(executor, lambda: reported("ride 'far' rejected: pickup (60.00, 60.00"))
     assert node.manager.queued_ride_ids == ()
-    assert _spin_until(executor, lambda: odometry.get_subscription_count() > 0)
     assert _spin_until(executor, lambda: (
         odometry.publish(_odometry(1.0, float('nan'), -1.75, 0.0)), reported('non-finite'))[1])
     # The timer keeps the (unchanged) IDLE status going.
     assert _spin_until(executor, lambda: len(statuses) >= 2)
     assert all(s.state == IDLE and s.ride_id == '' for s in statuses)
+
+
+def test_stamped_topic_request_is_taken_at_its_due_odometry_tick(graph):
+    """A request stamped 10.0 s is taken at the first odometry >= 10.5 s (request_delay_s),
+    however early it arrives: under lock-step simulation every run starts the ride at the same
+    tick. One that arrives after its tick is taken at once and reported late."""
+    node, peer, executor = graph
+    statuses, diagnostics = [], []
+    peer.create_subscription(MissionStatus, '/mission/output/mission_status', statuses.append,
+                             state_qos(depth=50))
+    peer.create_subscription(DiagnosticArray, '/diagnostics', diagnostics.append, 10)
+    requests = peer.create_publisher(RideRequest, '/mission/input/ride_request',
+                                     state_qos(depth=50))
+    odometry = peer.create_publisher(Odometry, '/mission/input/odometry', sensor_qos())
+    assert _spin_until(executor, lambda: odometry.get_subscription_count() > 0
+                       and requests.get_subscription_count() > 0)
+
+    def drive_to(t_s):
+        odometry.publish(_odometry(t_s, 10.0, -1.75, 0.0))
+        assert _spin_until(executor, lambda: node._last_stamp_ns == int(round(t_s * 1e9)))
+
+    drive_to(9.98)
+    ride = _ride('r1', (90.0, -1.75, 0.0), (121.75, 80.0, math.pi / 2))
+    ride.header.stamp.sec = 10
+    requests.publish(ride)
+    assert _spin_until(executor, lambda: len(node._pending) == 1)
+    for t_s in (10.0, 10.2, 10.48):
+        drive_to(t_s)
+        assert node.manager.queued_ride_ids == () and node.manager.active_ride_id in ('', None)
+    drive_to(10.5)
+    assert _spin_until(executor, lambda: any(s.state == TO_PICKUP for s in statuses))
+    to_pickup = next(s for s in statuses if s.state == TO_PICKUP)
+    assert (to_pickup.header.stamp.sec, to_pickup.header.stamp.nanosec) == (10, 500_000_000)
+
+    late = _ride('r2', (90.0, -1.75, 0.0), (121.75, 80.0, math.pi / 2))
+    late.header.stamp.sec = 5  # due at 5.5 s, long past
+    requests.publish(late)
+    assert _spin_until(executor, lambda: len(node._pending) == 1)
+    drive_to(10.52)
+    assert 'r2' in node.manager.queued_ride_ids
+    assert node._pending.late == 1
 
 
 def test_main_exits_2_on_a_bad_parameter(capsys):

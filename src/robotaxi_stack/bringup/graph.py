@@ -8,7 +8,7 @@ stack.yaml::
 
     format: robotaxi-stack/1
     nodes:
-      - name: simulator                # ROS node name (unique)
+      - name: simulator                # ROS node name (unique, or in exclusive `when`s)
         executable: simulator_node     # console script in lib/robotaxi_stack
         params: [simulator.param.yaml] # relative to the package's config/ directory
         remaps: {~/output/points: /sensing/lidar/points}
@@ -124,7 +124,7 @@ def load_graph(path: str | pathlib.Path) -> list[dict[str, Any]]:
     _expect(not unknown, str(path), f'unknown key(s) {unknown}')
     nodes = document.get('nodes')
     _expect(isinstance(nodes, list) and nodes, f'{path}: nodes', 'expected a non-empty list')
-    names = set()
+    names: dict[str, list[dict]] = {}
     for index, entry in enumerate(nodes):
         where = f'{path}: nodes[{index}]'
         _expect(isinstance(entry, dict), where, 'expected a mapping')
@@ -133,8 +133,12 @@ def load_graph(path: str | pathlib.Path) -> list[dict[str, Any]]:
         for key in ('name', 'executable'):
             _expect(isinstance(entry.get(key), str) and entry[key], f'{where}.{key}',
                     'expected a non-empty string')
-        _expect(entry['name'] not in names, f'{where}.name', f'duplicate {entry["name"]!r}')
-        names.add(entry['name'])
+        when = entry.get('when', {})
+        _expect(isinstance(when, dict), f'{where}.when', 'expected a mapping')
+        # One name may appear in variants that never run together (exclusive `when`s).
+        _expect(all(_exclusive(when, other) for other in names.get(entry['name'], [])),
+                f'{where}.name', f'duplicate {entry["name"]!r} (not in an exclusive `when`)')
+        names.setdefault(entry['name'], []).append(when)
         _expect(entry['executable'] in NODE_EXECUTABLES, f'{where}.executable',
                 f'{entry["executable"]!r} is not one of {sorted(NODE_EXECUTABLES)}')
         _expect(isinstance(entry.get('params', []), list)
@@ -144,8 +148,6 @@ def load_graph(path: str | pathlib.Path) -> list[dict[str, Any]]:
         _expect(isinstance(remaps, dict)
                 and all(isinstance(k, str) and isinstance(v, str) for k, v in remaps.items()),
                 f'{where}.remaps', 'expected a mapping of topic names')
-        when = entry.get('when', {})
-        _expect(isinstance(when, dict), f'{where}.when', 'expected a mapping')
         unknown = sorted(set(when) - set(LAUNCH_ARGUMENTS))
         _expect(not unknown, f'{where}.when', f'unknown launch argument(s) {unknown}')
         pass_args = entry.get('pass_args', [])
@@ -158,6 +160,19 @@ def load_graph(path: str | pathlib.Path) -> list[dict[str, Any]]:
                 and 0.0 <= delay <= 60.0, f'{where}.respawn_delay_s',
                 f'{delay!r} is not a number in [0, 60]')
     return nodes
+
+
+def _when_values(expected: Any) -> set[str]:
+    if isinstance(expected, bool):
+        return {str(expected).lower()}
+    if isinstance(expected, list):
+        return {str(e) for e in expected}
+    return {str(expected)}
+
+
+def _exclusive(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    """No set of launch arguments satisfies both `when` clauses."""
+    return any(not _when_values(a[key]) & _when_values(b[key]) for key in set(a) & set(b))
 
 
 def _matches(when: Mapping[str, Any], args: Mapping[str, str]) -> bool:

@@ -51,8 +51,14 @@ def _object_row(obj, has_twist: bool) -> tuple:
 
 
 def _constant_velocity(rows, age_s, pred_t_s):
+    objects, kept = _constant_velocity_kept(rows, age_s, pred_t_s)
+    return objects, len(rows) - len(kept)
+
+
+def _constant_velocity_kept(rows, age_s, pred_t_s):
+    """(Objects at constant velocity, indices of the rows kept: finite, positive size)."""
     if not rows:
-        return bh.Objects.empty(pred_t_s), 0
+        return bh.Objects.empty(pred_t_s), np.zeros(0, dtype=np.int64)
     table = np.array([r[2:] for r in rows], dtype=float)
     ids = np.array([r[0] for r in rows], dtype=np.int64)
     labels = np.array([r[1] for r in rows], dtype=np.int64)
@@ -61,12 +67,13 @@ def _constant_velocity(rows, age_s, pred_t_s):
     xy = table[:, 0:2] + table[:, 3:5] * age_s
     objects = bh.constant_velocity_objects(ids, labels, xy, table[:, 2], table[:, 3:5],
                                            table[:, 5], table[:, 6], pred_t_s)
-    return objects, int((~finite).sum())
+    return objects, np.flatnonzero(finite)
 
 
 def objects_from_predicted(msg, age_s: float, pred_t_s: np.ndarray) -> tuple[bh.Objects, int]:
     """PredictedObjects -> Objects following each object's most likely path (sampled at
-    pred_t_s + age_s); objects without paths hold their velocity. Non-finite rows dropped."""
+    pred_t_s + age_s; path[k] is at (k + 1) * time_step after the stamp, the object's pose at
+    0); objects without paths hold their velocity. Non-finite rows dropped."""
     rows, paths = [], []
     for obj in msg.objects:
         rows.append(_object_row(obj, True))  # PredictedObject has no has_twist flag
@@ -77,21 +84,23 @@ def objects_from_predicted(msg, age_s: float, pred_t_s: np.ndarray) -> tuple[bh.
         step = best.time_step.sec + best.time_step.nanosec * 1e-9
         xy = np.array([[p.position.x, p.position.y] for p in best.path], dtype=float)
         paths.append((step, xy))
-    objects, dropped = _constant_velocity(rows, age_s, pred_t_s)
-    if dropped or not rows:
-        return objects, dropped
+    objects, kept = _constant_velocity_kept(rows, age_s, pred_t_s)
+    dropped = len(rows) - len(kept)
     pred = objects.pred_xy_m.copy()
-    for k, entry in enumerate(paths):
+    for k, row in enumerate(kept):
+        entry = paths[row]
         if entry is None or not entry[0] > 0.0 or not np.all(np.isfinite(entry[1])):
             continue
         step, xy = entry
+        # path[k] is at (k + 1) * step; the object's own pose is the t = 0 point.
+        xy = np.vstack((objects.xy_m[k] - objects.velocity_mps[k] * age_s, xy))
         t_path = np.arange(len(xy)) * step
         t = pred_t_s + age_s
         pred[k, :, 0] = np.interp(t, t_path, xy[:, 0])
         pred[k, :, 1] = np.interp(t, t_path, xy[:, 1])
     return bh.Objects(objects.ids, objects.labels, pred[:, 0, :].copy(), objects.yaw_rad,
                       objects.velocity_mps, objects.length_m, objects.width_m, pred_t_s,
-                      pred), 0
+                      pred), dropped
 
 
 def _duration(seconds: float) -> Duration:

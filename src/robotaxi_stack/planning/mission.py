@@ -81,6 +81,12 @@ class MissionParams:
     reliable_inputs: bool = param(False, description='subscribe odometry reliable (the '
                                   'scenario runner\'s reliable simulator topics)')
     scenario: str = param('', description='scenario YAML whose map is used; empty: default')
+    request_delay_s: float = param(0.5, min=0.0, max=10.0,
+                                   description='a stamped topic ride request is taken at the '
+                                   'first odometry this long after its stamp')
+    max_request_future_s: float = param(10.0, min=0.0, max=3600.0,
+                                        description='a request stamped further ahead of the '
+                                        'odometry clock is taken at once, with a warning')
 
     def __post_init__(self) -> None:
         for name in ('boarding_dwell_s', 'alighting_dwell_s'):
@@ -186,6 +192,52 @@ def _drive_time(path: ReferencePath) -> np.ndarray:
         return np.zeros(len(path.s_m))
     speed = np.maximum(path.speed_limit_mps[:-1], 0.5)  # an unset limit must not stall ETA
     return np.concatenate(([0.0], np.cumsum(np.diff(path.s_m) / speed)))
+
+
+class TimedRequests:
+    """Topic ride requests waiting for the odometry tick they are due at.
+
+    A request stamped t is due at the first odometry stamped >= t + delay, so under lock-step
+    simulation (or replay) every run takes it at the same tick, whenever the message itself
+    happened to arrive. One that arrives after that tick has passed is taken at the next
+    odometry and counted `late` (a zero stamp, "now", is never late); one due further ahead of
+    the odometry clock than `max_future_ns` (a skewed dispatcher clock) is taken at once and
+    counted in `future`. All times are integer nanoseconds.
+    """
+
+    def __init__(self, delay_ns: int, max_future_ns: int) -> None:
+        self.delay_ns = delay_ns
+        self.max_future_ns = max_future_ns
+        self._items: list[tuple[int, int, Any]] = []  # (due_ns, arrival order, request)
+        self._arrivals = 0
+        self.late = 0
+        self.future = 0
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def add(self, stamp_ns: int, request: Any, last_odometry_ns: int | None) -> None:
+        due_ns = stamp_ns + self.delay_ns
+        if last_odometry_ns is not None and due_ns <= last_odometry_ns:
+            if stamp_ns > 0:
+                self.late += 1
+            due_ns = last_odometry_ns  # the next odometry takes it
+        self._items.append((due_ns, self._arrivals, request))
+        self._arrivals += 1
+
+    def due(self, odometry_ns: int) -> list[Any]:
+        """Requests to take at this odometry, by due time then arrival order."""
+        ready, waiting = [], []
+        for item in self._items:
+            if item[0] <= odometry_ns:
+                ready.append(item)
+            elif item[0] > odometry_ns + self.max_future_ns:
+                self.future += 1
+                ready.append(item)
+            else:
+                waiting.append(item)
+        self._items = waiting
+        return [request for _, _, request in sorted(ready, key=lambda item: item[:2])]
 
 
 class MissionManager:

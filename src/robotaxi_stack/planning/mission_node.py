@@ -9,7 +9,9 @@ reliable transient local depth 1) at status_rate_hz and on every change, and `~/
 (geometry_msgs/PoseStamped in `map` -> /planning/mission/goal, transient local) whenever the
 goal changes. The core advances in the odometry callback, so under lock-step simulation every
 transition happens at an exact sim stamp, and each output carries the stamp of the odometry
-message that caused it.
+message that caused it. Topic ride requests are taken at the first odometry at least
+`request_delay_s` after their header stamp (mission.TimedRequests), so a simulated or replayed
+run takes each ride at the same tick; the `~/set_ride` service answers at once.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from robotaxi_stack.common.stamps import (NS_PER_S, MonotonicStampGuard, ns_to_s
 from robotaxi_stack.common.node_main import run_node
 from robotaxi_stack.planning.map_loader import load_planning_town
 from robotaxi_stack.planning.mission import (
-    STATE_NAMES, MissionInputError, MissionManager, MissionOutput, MissionParams)
+    STATE_NAMES, MissionInputError, MissionManager, MissionOutput, MissionParams, TimedRequests)
 from robotaxi_stack.sim.maps import MapError
 from robotaxi_stack.sim.scenario import ScenarioError
 
@@ -65,6 +67,7 @@ class MissionNode(Node):
         self._last_stamp_ns: int | None = None
         self._ego_pose: tuple[float, float, float] | None = None
         self._last_goal: tuple | None = None
+        self._pending = self._new_pending()
         self._status_pub = self.create_publisher(MissionStatus, '~/output/mission_status',
                                                  state_qos())
         self._goal_pub = self.create_publisher(PoseStamped, '~/output/goal', state_qos())
@@ -79,6 +82,10 @@ class MissionNode(Node):
         self.create_service(SetRide, '~/set_ride', self._on_set_ride)
         self.create_timer(1.0 / self.params.status_rate_hz, self._publish_status)
         self._update_health()
+
+    def _new_pending(self) -> TimedRequests:
+        return TimedRequests(int(self.params.request_delay_s * NS_PER_S),
+                             int(self.params.max_request_future_s * NS_PER_S))
 
     # -- inputs ----------------------------------------------------------------------------
     def _on_odometry(self, msg: Odometry) -> None:
@@ -103,6 +110,11 @@ class MissionNode(Node):
                 self.diagnostics.health.set('clock', WARN, 'time jumped back: mission reset')
                 self.manager = MissionManager(self.params, self.manager.town)
                 self._last_goal = None
+                # Pending requests stay: a replay's first request may come before this tick.
+            self._ego_pose = (x, y, yaw)
+            for request in self._pending.due(stamp_ns):
+                self._request(request)
+            self._check_request_timing()
             try:
                 output = self.manager.update(stamp_ns / NS_PER_S, x, y, yaw, speed)
             except MissionInputError as error:
@@ -110,7 +122,6 @@ class MissionNode(Node):
                 return
             self.diagnostics.health.clear('odometry')
             self._last_stamp_ns = stamp_ns
-            self._ego_pose = (x, y, yaw)
             if output.changed:
                 self._log_change(output)
                 self._publish_status()
@@ -134,7 +145,15 @@ class MissionNode(Node):
         return accepted, reason
 
     def _on_ride_request(self, msg: RideRequest) -> None:
-        self._request(msg)
+        self._pending.add(stamp_to_ns(msg.header.stamp), msg, self._last_stamp_ns)
+        self._check_request_timing()
+
+    def _check_request_timing(self) -> None:
+        late, future = self._pending.late, self._pending.future
+        if late or future:
+            self.diagnostics.health.set(
+                'request_timing', WARN, f'{late} ride requests arrived after their due tick '
+                f'(run may not be reproducible), {future} stamped in the future taken at once')
 
     def _on_set_ride(self, request: SetRide.Request,
                      response: SetRide.Response) -> SetRide.Response:

@@ -8,8 +8,9 @@ run does not depend on which callback the executor happened to take first: under
 simulation every run sees the same inputs at the same cycle. A message that arrives later
 than that is still used, with a diagnostic (the run may then not be reproducible).
 
-Objects come from /prediction/objects (PredictedObjects) or, with the `perception`
-launch argument ground_truth (the planning-simulator mode), from /sim/ground_truth/objects
+Objects come from /prediction/objects (PredictedObjects; in the graph's ground-truth mode the
+prediction node runs on the simulator's ground truth), or, with the parameter `perception`
+ground_truth (the planner alone, no prediction node), from /sim/ground_truth/objects
 (TrackedObjects) predicted at constant velocity.
 """
 
@@ -109,8 +110,10 @@ class MpcPlannerNode(Node):
         self.create_subscription(PoseStamped, '~/input/goal',
                                  lambda m: self.goals.add(stamp_to_ns(m.header.stamp), m),
                                  state_qos())
+        source = ('ground truth at constant velocity' if self.params.perception == 'ground_truth'
+                  else 'prediction')
         self.get_logger().info(f'planning on {len(town.lanelets)} lanelets, objects from '
-                               f'{self.params.perception}, vehicle {vehicle.name}')
+                               f'{source}, vehicle {vehicle.name}')
 
     def _on_status(self, msg: VehicleStatus) -> None:
         if math.isfinite(msg.steering_angle_rad):
@@ -119,10 +122,13 @@ class MpcPlannerNode(Node):
             self.diagnostics.health.set('vehicle_status', WARN, 'non-finite steering ignored')
 
     def _steer_at(self, t_ns: int) -> float:
-        """Measured steering from the newest status strictly older than this odometry: the
-        status of the same tick may or may not have arrived yet (a race that would make
-        lock-stepped runs differ)."""
-        entry = self.status.at(t_ns - 1)
+        """Measured steering from the newest status older than the previous odometry. The
+        status of this tick may or may not have arrived yet, and that of the previous tick
+        may still wait behind this odometry in the executor (it takes subscriptions in
+        creation order); the one before has surely been taken, since the simulator published
+        this tick only after our answer to the previous one. Races here made lock-stepped
+        runs differ by millimetres."""
+        entry = self.status.at(min(t_ns, self.last_odom_ns) - 1)
         return self.steer_rad if entry is None else entry[1]
 
     def _on_objects(self, msg) -> None:

@@ -19,7 +19,9 @@ class _NodeOnly:
     map_origin_lat: float = param(35.0, min=-90.0, max=90.0)
     map_origin_lon: float = param(139.0, min=-180.0, max=180.0)
     perception: str = param('lidar_camera', choices=('lidar_camera', 'ground_truth'),
-                            description='objects from /prediction/objects, or sim ground truth')
+                            description='objects from /prediction/objects (every graph mode: '
+                            'prediction runs on ground truth too), or sim ground truth at '
+                            'constant velocity (planner alone)')
     plan_period_s: float = param(0.1, min=0.02, max=1.0, description='MPC cycle')
     input_delay_s: float = param(0.0, min=0.0, max=0.5,
                                  description='apply inputs this long after their stamp '

@@ -121,6 +121,11 @@ def _write_params(out_dir: pathlib.Path, scenario: Scenario,
         # caps alone bound the solver, so the same seed gives the same plans.
         'max_cpu_time_s': 1.0, 'max_cpu_time_cold_s': 2.0, 'max_cpu_time_rescue_s': 1.0,
     }}, 'mission': {'ros__parameters': {'reliable_inputs': True}}}
+    # The perception chain reads the simulator's reliable topics reliably too (a best-effort
+    # reader may drop a frame under load, and the run would differ).
+    for name in ('lidar_obstacles', 'tracking'):
+        if name in node_names:
+            params[name] = {'ros__parameters': {'reliable_inputs': True}}
     path = out_dir / 'scenario.param.yaml'
     path.write_text(yaml.safe_dump(params, sort_keys=False))
     return path
@@ -178,7 +183,7 @@ def run_scenario(scenario_file: str | os.PathLike, out_dir: str | os.PathLike, *
         try:
             series = evaluation.extract_series(bag_dir)
             series.latency.update(probe.pairs())
-            result, extras = evaluation.evaluate(series, scenario, vehicle)
+            result, extras = evaluation.evaluate(series, scenario, vehicle, town)
             evaluation.write_summary(out / 'summary.png', series, scenario, town, extras)
         except Exception:  # the bag stays; result.json says why there are no metrics
             failure = 'evaluation failed: ' + traceback.format_exc(limit=3)
@@ -187,6 +192,11 @@ def run_scenario(scenario_file: str | os.PathLike, out_dir: str | os.PathLike, *
         if missing:
             result['passed'] = False
             result['failures'].append('recording incomplete: ' + '; '.join(missing))
+        else:
+            # Ticks the simulator stepped without the stack's command (slow machine): the run
+            # is valid but may differ from another run of the same seed.
+            counts = json.loads((out / COUNTS_FILE).read_text())
+            result['metrics']['lockstep_timeouts'] = int(counts.get('lockstep_timeouts', 0))
     else:
         result = _failed_result(scenario.name, failure)
     result['output'] = {'bag': str(bag_dir), 'summary': str(out / 'summary.png'),

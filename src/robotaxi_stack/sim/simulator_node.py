@@ -47,6 +47,9 @@ from robotaxi_stack.sim.vehicle_dynamics import VehicleCommandError
 from robotaxi_stack.sim.world import SimWorld
 
 DEFAULT_SCENARIO = 'scenarios/plain_ride.yaml'
+MATCH_TIMEOUT_S = 10.0  # longest wait for known endpoints to match before time starts
+MATCH_SETTLE_S = 1.0
+INFRASTRUCTURE_TOPICS = frozenset({'/clock', '/parameter_events', '/rosout'})  # then this, for the endpoint pairs between the other nodes
 GROUND_TRUTH_HZ = 10.0
 # Writer history in recording mode: ~20 s of 50 Hz topics, ~20 s of 10 Hz frames. Lost
 # samples are repaired from it (DDS NACKs); acknowledgements are heartbeat-paced (~1 s), so
@@ -134,8 +137,8 @@ class SimulatorNode(Node):
                 rclpy.qos.QoSProfile(depth=50, reliability=rclpy.qos.ReliabilityPolicy.RELIABLE,
                                      durability=rclpy.qos.DurabilityPolicy.TRANSIENT_LOCAL)),
         }
-        self.create_subscription(ControlCommand, '/vehicle/command', self._on_command,
-                                 command_qos())
+        self.command_sub = self.create_subscription(ControlCommand, '/vehicle/command',
+                                                    self._on_command, command_qos())
         self.pending_rides = sorted(self.scenario.rides, key=lambda r: r.at_s)
         self.delayed: collections.deque = collections.deque()
         self.frozen: dict[str, object] = {}
@@ -214,6 +217,7 @@ class SimulatorNode(Node):
         while self.pending_rides and self.pending_rides[0].at_s <= t_s + 1e-9:
             ride = self.pending_rides.pop(0)
             msg = RideRequest(ride_id=ride.ride_id, pickup=Pose(), dropoff=Pose())
+            msg.header.stamp, msg.header.frame_id = stamp, 'map'
             for target, pose in ((msg.pickup, ride.pickup), (msg.dropoff, ride.dropoff)):
                 target.position.x, target.position.y = pose.x, pose.y
                 target.orientation = conv.yaw_quaternion(pose.yaw)
@@ -275,9 +279,12 @@ def _has_subscriptions(node: Node, name: str) -> bool:
     if name not in node.get_node_names():
         return False
     try:
-        return bool(node.get_subscriber_names_and_types_by_node(name, namespace))
+        topics = node.get_subscriber_names_and_types_by_node(name, namespace)
     except Exception:  # the node left the graph between the two queries
         return False
+    # /clock and /parameter_events are subscribed when the node object is made, long before
+    # its set-up ends: only the node's own inputs say it is ready.
+    return any(topic not in INFRASTRUCTURE_TOPICS for topic, _ in topics)
 
 
 def wait_for_graph(node: SimulatorNode, executor) -> None:
@@ -295,10 +302,32 @@ def wait_for_graph(node: SimulatorNode, executor) -> None:
                                f'{node.params.startup_timeout_s:.0f} s')
         node.pub['/clock'].publish(Clock(clock=ns_to_stamp(0)))
         executor.spin_once(timeout_sec=0.1)
-    # Endpoint discovery trails node discovery; give subscriptions a moment to match.
-    settle = time.monotonic() + (0.5 if wanted else 0.0)
-    while time.monotonic() < settle:
-        executor.spin_once(timeout_sec=0.05)
+    # Endpoint matching trails node discovery, and a message published before its
+    # subscription has matched is lost (seen: the t = 0 command never arriving, so the run
+    # started one tick late after a minute's wait). Wait until every endpoint the graph knows
+    # of on our topics has matched, then a moment for the pairs between the other nodes, which
+    # discover each other at the same time; a QoS-incompatible endpoint never matches, hence
+    # the bound.
+    if wanted:
+        deadline = time.monotonic() + MATCH_TIMEOUT_S
+        unmatched = _unmatched_topics(node)
+        while unmatched and time.monotonic() < deadline:
+            executor.spin_once(timeout_sec=0.05)
+            unmatched = _unmatched_topics(node)
+        if unmatched:
+            node.get_logger().warning(f'endpoints on {unmatched} not matched after '
+                                      f'{MATCH_TIMEOUT_S:.0f} s (QoS mismatch?); starting')
+        settle = time.monotonic() + MATCH_SETTLE_S
+        while time.monotonic() < settle:
+            executor.spin_once(timeout_sec=0.05)
+
+
+def _unmatched_topics(node: SimulatorNode) -> list[str]:
+    topics = [topic for topic, publisher in node.pub.items()
+              if publisher.get_subscription_count() < node.count_subscribers(topic)]
+    if node.command_sub.get_publisher_count() < node.count_publishers('/vehicle/command'):
+        topics.append('/vehicle/command')
+    return sorted(topics)
 
 
 def run(node: SimulatorNode, executor) -> None:
@@ -319,6 +348,9 @@ def run(node: SimulatorNode, executor) -> None:
                 executor.spin_once(timeout_sec=0.002)
             if not node.command_arrived():
                 node.lockstep_timeouts += 1
+                node.get_logger().warning(
+                    f'no command for t = {node.now_ns / NS_PER_S:.2f} s within '
+                    f'{wait_s:.1f} s wall: stepping without it (run may not be reproducible)')
                 node.diagnostics.health.set('lockstep', WARN,
                                             f'{node.lockstep_timeouts} command timeouts')
         node.step_physics()

@@ -246,3 +246,12 @@ def test_params_are_checked():
         PredictorParams(horizon_s=8.0, time_step_s=0.3)
     with pytest.raises(ParameterError, match='max_decel_mps2'):
         PredictorParams(max_decel_mps2=1.0, comfort_decel_mps2=2.0)
+
+
+def test_a_lone_object_near_but_not_on_a_lane_gets_a_fallback_mode(predictor):
+    """Regression: an object whose grid cells hold lane segments, none within the candidate
+    radius (a building cluster beside the road), crashed the lane matching."""
+    for y in np.arange(-14.0, 14.0, 0.25):
+        out = predictor.predict(np.array([_row(7, CAR, 60.0, float(y), 0.0, 0.0)]))
+        assert len(out.objects) == 1
+        assert out.objects[0].confidences.sum() == pytest.approx(1.0)

@@ -553,6 +553,8 @@ class Predictor:
         off = rel - t[:, None] * direction
         dist = np.hypot(off[:, 0], off[:, 1])
         ok = dist <= radius
+        if not ok.any():  # cells with lanes, but none within the radius
+            return empty
         obj, seg, t, dist, rel, direction = obj[ok], seg[ok], t[ok], dist[ok], rel[ok], \
             direction[ok]
         lane = self._seg_owner[seg]

@@ -8,7 +8,7 @@ import sys
 import time
 
 from robotaxi_stack.bringup.graph import GraphError
-from robotaxi_stack.replay.scenario_runner import ScenarioRunError, run_scenario
+from robotaxi_stack.replay.scenario_runner import INTERRUPTED, ScenarioRunError, run_scenario
 from robotaxi_stack.sim.maps import MapError
 from robotaxi_stack.sim.scenario import ScenarioError
 
@@ -72,6 +72,10 @@ def main(argv: list[str]) -> int:
                            _format_metrics(result))
         rows.append((path.stem, 'PASS' if passed else 'FAIL', f'{wall_s:.0f}s', detail))
         print(f'{rows[-1][0]:40s} {rows[-1][1]:5s} {rows[-1][2]:>6s}  {detail}', flush=True)
+        if result and INTERRUPTED in result['failures']:
+            print('robotaxi scenario suite: interrupted; remaining scenarios not run',
+                  file=sys.stderr)
+            return 130
     print(f'{sum(r[1] == "PASS" for r in rows)} passed, {sum(r[1] == "FAIL" for r in rows)} '
           'failed')
     return 0 if all_passed else 1

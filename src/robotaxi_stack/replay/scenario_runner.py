@@ -36,6 +36,7 @@ from robotaxi_stack.sim.world import build_town
 
 RECORDER_NODE = 'scenario_recorder'
 COUNTS_FILE = 'sim_published_counts.json'
+INTERRUPTED = 'interrupted (SIGINT/SIGTERM)'  # the failure of a run stopped by a signal
 # /clock is best effort by contract and also ticks while the simulator waits for the graph.
 _UNCHECKED_TOPICS = ('/clock',)
 RUNNER_RECORD_DEPTH = 1000
@@ -257,7 +258,7 @@ def _run_closed_loop(runner: GraphRunner, scenario: Scenario, bag_dir: pathlib.P
                         managed.signal(signal.SIGKILL)
                         runner.log(f'fault: killed {fault.node} at sim {fault.at_s:.1f} s')
             if interrupted.is_set():
-                failure = 'interrupted (SIGINT/SIGTERM)'
+                failure = INTERRUPTED
                 runner.stop()
                 break
             if time.monotonic() - start > limit_s:

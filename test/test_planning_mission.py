@@ -343,3 +343,17 @@ def test_timed_requests_are_due_by_stamp_plus_delay_then_arrival_order():
     # A skewed clock far ahead: taken at once rather than waiting, counted.
     queue.add(1_000_000, 'future', last_odometry_ns=1_520)
     assert queue.due(1_540) == ['future'] and queue.future == 1
+
+
+def test_stops_that_would_reach_across_a_stop_line_are_rejected(town):
+    # The eastbound lane's stop line before (120, 0) is at x = 112.5; the car's front is 4 m
+    # ahead of base_link and must stay 1 m (stop_line_clearance_m) before the line.
+    manager = MissionManager(MissionParams(), town, front_m=4.0)
+    accepted, reason = manager.request_ride('r1', (108.0, -1.75, 0.0), DROPOFF, START)
+    assert not accepted and reason.startswith('pickup (108.00, -1.75)')
+    assert 'stop line 0.50 m ahead' in reason and '0.50 m earlier' in reason
+    accepted, reason = manager.request_ride('r2', (114.0, -1.75, 0.0), DROPOFF, START)
+    assert not accepted and 'across the stop line -' in reason  # past the line
+    assert manager.request_ride('r3', (107.4, -1.75, 0.0), DROPOFF, START) == (True, '')
+    # A stop on a lanelet without a stop line ahead, however close to its end, is fine.
+    assert manager.request_ride('r4', PICKUP, DROPOFF, START) == (True, '')

@@ -28,6 +28,7 @@ from robotaxi_stack.common.params import ParameterError, param
 from robotaxi_stack.planning.route import (
     ReferencePath, build_reference_path, plan_route, snap_to_kerbside)
 from robotaxi_stack.sim.maps import MapError, OffMapError, RouteNotFoundError, Town
+from robotaxi_stack.sim.maps.town import project_on_polyline
 from robotaxi_stack.sim.maps.osm import DEFAULT_ORIGIN_LATLON
 
 IDLE = 0
@@ -81,6 +82,11 @@ class MissionParams:
     reliable_inputs: bool = param(False, description='subscribe odometry reliable (the '
                                   'scenario runner\'s reliable simulator topics)')
     scenario: str = param('', description='scenario YAML whose map is used; empty: default')
+    vehicle: str = param('bmw_320i', description='config/vehicle/<vehicle>.yaml: the front '
+                         'overhang keeps a stop clear of stop lines')
+    stop_line_clearance_m: float = param(1.0, min=0.0, max=20.0,
+                                         description='a standing car\'s front stays this far '
+                                         'before a stop line; closer stops are rejected')
     request_delay_s: float = param(0.5, min=0.0, max=10.0,
                                    description='a stamped topic ride request is taken at the '
                                    'first odometry this long after its stamp')
@@ -247,9 +253,12 @@ class MissionManager:
     doors_closed ends a dwell early; abort ends the active ride.
     """
 
-    def __init__(self, params: MissionParams, town: Town):
+    def __init__(self, params: MissionParams, town: Town, front_m: float = 0.0):
+        """front_m: base_link to the front bumper [m] (stops must leave it clear of stop
+        lines)."""
         self.params = params
         self.town = town
+        self.front_m = float(front_m)
         self._queue: collections.deque[_Ride] = collections.deque()
         self._active: _Ride | None = None
         self._state = IDLE
@@ -335,6 +344,9 @@ class MissionManager:
             except MapError as error:
                 return False, f'{name} ({x:.2f}, {y:.2f}, yaw {yaw:.2f}): {error}'
             stops[name] = Stop(lanelet_id, float(xy[0]), float(xy[1]), lane_yaw, (x, y, yaw))
+            conflict = self._stop_line_conflict(stops[name])
+            if conflict:
+                return False, f'{name} ({x:.2f}, {y:.2f}): {conflict}'
         origin = self._last_planned_stop()
         origin_name = 'the previous dropoff'
         if origin is None and poses['ego pose'] is not None:
@@ -355,6 +367,19 @@ class MissionManager:
                     raise  # our own snapped stops are on the map
         self._queue.append(_Ride(ride_id, stops['pickup'], stops['dropoff']))
         return True, ''
+
+    def _stop_line_conflict(self, stop: Stop) -> str:
+        """Why a car standing at `stop` would block a stop line ('' if it does not): its
+        front within stop_line_clearance_m of, or past, a stop line on its lanelet."""
+        lane = self.town.lanelet(stop.lanelet_id)
+        station_m = project_on_polyline(lane.centerline, stop.xy)[0]
+        for line in self.town.stop_lines_on(stop.lanelet_id):
+            gap_m = line.station_m - station_m - self.front_m
+            if gap_m < self.params.stop_line_clearance_m:  # negative: past the line
+                return (f'the standing car would reach across the stop line {gap_m:.2f} m '
+                        f'ahead of its front; stop at least '
+                        f'{self.params.stop_line_clearance_m - gap_m:.2f} m earlier')
+        return ''
 
     def _last_planned_stop(self) -> tuple[float, float, float] | None:
         """Where the car will be when a newly queued ride starts (None: where it is now)."""

@@ -38,6 +38,7 @@ from robotaxi_stack.planning.mission import (
     STATE_NAMES, MissionInputError, MissionManager, MissionOutput, MissionParams, TimedRequests)
 from robotaxi_stack.sim.maps import MapError
 from robotaxi_stack.sim.scenario import ScenarioError
+from robotaxi_stack.sim.vehicle_dynamics import VehicleConfigError, load_vehicle
 
 RIDE_REQUEST_DEPTH = 50
 
@@ -61,7 +62,13 @@ class MissionNode(Node):
         self.params = declare_node_parameters(self, MissionParams)
         town = load_planning_town(self.params.map_file, self.params.scenario,
                                   self.params.map_origin_lat, self.params.map_origin_lon)
-        self.manager = MissionManager(self.params, town)
+        try:
+            vehicle = load_vehicle(self.params.vehicle)
+        except VehicleConfigError as error:
+            raise ParameterError(f'mission: parameter vehicle = {self.params.vehicle!r}: '
+                                 f'{error}') from None
+        self.manager = MissionManager(self.params, town,
+                                      front_m=vehicle.length_m - vehicle.rear_overhang_m)
         self.diagnostics = NodeDiagnostics(self)
         self._stamp_guard = MonotonicStampGuard()
         self._last_stamp_ns: int | None = None
@@ -108,7 +115,8 @@ class MissionNode(Node):
                 # belong to the old timeline, and their requests are sent again with it.
                 self.get_logger().warning('odometry time jumped back: mission state reset')
                 self.diagnostics.health.set('clock', WARN, 'time jumped back: mission reset')
-                self.manager = MissionManager(self.params, self.manager.town)
+                self.manager = MissionManager(self.params, self.manager.town,
+                                              front_m=self.manager.front_m)
                 self._last_goal = None
                 # Pending requests stay: a replay's first request may come before this tick.
             self._ego_pose = (x, y, yaw)

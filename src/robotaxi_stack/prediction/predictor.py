@@ -442,10 +442,12 @@ class Predictor:
             modes.sort(key=lambda m: -m[0])
             modes = modes[:self.params.max_modes]
             conf = np.array([m[0] for m in modes])
-            conf = conf / conf.sum()
+            conf /= conf.sum()
+            # np.array copies the (S, 3) paths into one (K, S, 3) block like np.stack, at a
+            # third of its per-call cost (this runs once per object).
             out.append(ObjectPrediction(
                 object_id=int(row[0]), label=int(row[1]),
-                paths=np.stack([m[3] for m in modes]), confidences=conf,
+                paths=np.array([m[3] for m in modes]), confidences=conf,
                 kinds=tuple(m[1] for m in modes), lanelet_ids=tuple(m[2] for m in modes)))
         return PredictionOutput(out, times, nonfinite, duplicate, off_lane, rejected)
 
@@ -481,10 +483,11 @@ class Predictor:
     def _update_history(self, table: np.ndarray, stamp_s: float) -> None:
         p = self.params
         seen = set()
-        for row in table:
-            object_id = int(row[0])
+        # Plain Python floats (exactly the table's values): iterating numpy rows is slow.
+        for id_value, yaw, speed in zip(table[:, 0].tolist(), table[:, 4].tolist(),
+                                        table[:, 5].tolist()):
+            object_id = int(id_value)
             seen.add(object_id)
-            speed, yaw = float(row[5]), float(row[4])
             track = self._tracks.get(object_id)
             if track is None or stamp_s - track.t_s > p.history_timeout_s:
                 self._tracks[object_id] = _Track(stamp_s, speed, yaw, cruise_mps=max(speed, 0.0))
@@ -492,7 +495,9 @@ class Predictor:
             dt = stamp_s - track.t_s
             alpha = dt / (p.accel_filter_time_s + dt)
             track.accel_mps2 += alpha * ((speed - track.speed_mps) / dt - track.accel_mps2)
-            yaw_rate = float(_wrap(yaw - track.yaw_rad)) / dt
+            # Scalar form of _wrap (Python's float % matches numpy's remainder exactly);
+            # a numpy call per object costs more than the arithmetic.
+            yaw_rate = ((yaw - track.yaw_rad + math.pi) % (2.0 * math.pi) - math.pi) / dt
             track.yaw_rate_rps += alpha * (yaw_rate - track.yaw_rate_rps)
             track.cruise_mps = max(speed, track.cruise_mps - p.cruise_memory_decay_mps2 * dt)
             track.stand_s = track.stand_s + dt if abs(speed) < p.stopped_speed_mps else 0.0
@@ -509,8 +514,8 @@ class Predictor:
         accel, yaw_rate = table[:, 11].copy(), table[:, 10].copy()
         cruise = np.maximum(table[:, 5], 0.0)
         stand = np.zeros(n)
-        for i, row in enumerate(table):
-            track = self._tracks.get(int(row[0]))
+        for i, id_value in enumerate(table[:, 0].tolist()):
+            track = self._tracks.get(int(id_value))
             if track is None or track.samples < 2:
                 continue
             if np.isnan(accel[i]):
@@ -692,7 +697,7 @@ class Predictor:
         obj_l, lane_l, arc_l = obj.tolist(), lane.tolist(), arc.tolist()
         need_l, v_l, logp_l = need.tolist(), v_lon.tolist(), logp.tolist()
         half_l = (0.5 * table[:, 8]).tolist()
-        lane_len = self._lane_len
+        lane_len = self._lane_len.tolist()
         for k, (o, ln, arc_k) in enumerate(zip(obj_l, lane_l, arc_l)):
             skip_first = lane_len[ln] - arc_k < _DEDUP_TAIL_M
             horizon_end = need_l[k]
@@ -900,57 +905,89 @@ class Predictor:
         sqrt_ab = 2.0 * math.sqrt(p.max_accel_mps2 * p.comfort_decel_mps2)
         v0_safe = np.maximum(v0, 1e-3)
         stand_target = v0 <= 1e-3
+        any_stand_target = bool(stand_target.any())
         lead_index = np.maximum(lead_mode, 0)
         lead_moves = lead_mode >= 0
         lead_base = np.where(has_lead, lead_s0 - lead_half, np.inf)
-        # Rows of the IDM obstacles: leader, stop line, dead end (standing targets get the
-        # jam distance added, so the front bumper converges onto them).
-        gaps = np.empty((3, m))
-        approach = np.empty((3, m))
+        any_lead = bool(has_lead.any())
+        brake_2 = 2.0 * p.max_decel_mps2
+        # The step runs once per integration step for all modes of all objects at once, so
+        # its cost is the number of numpy calls: state that only changes at events (the
+        # next stop line, who is dwelling) is kept between steps, and work whose inputs did
+        # not change is skipped. Every per-mode value is computed with the same operations in
+        # the same order as the plain IDM formulas, so the results are bit for bit the same.
+        line = stops[rows, next_stop]
+        dwelling = ~np.isnan(dwell)
+        any_dwelling = bool(dwelling.any())
+        not_dwelling = ~dwelling
         with np.errstate(divide='ignore', invalid='ignore', over='ignore'):
             for step in range(steps):
                 front = s + half_len
-                dwelling = ~np.isnan(dwell)
-                line = stops[rows, next_stop]
-                skip = ~dwelling & np.isfinite(line) & (
-                    v * v > 2.0 * p.max_decel_mps2 * np.maximum(line - front, 1e-3))
+                v2 = v * v
+                to_line = line - front
+                # (A line at inf never compares greater, so no finiteness test is needed.)
+                skip = v2 > brake_2 * np.maximum(to_line, 1e-3)
+                skip &= not_dwelling
                 if skip.any():
                     next_stop = np.minimum(next_stop + skip, last_stop)
                     line = stops[rows, next_stop]
-                lead_v = np.where(lead_moves, v[lead_index], 0.0)
-                gaps[0] = lead_base + np.where(lead_moves, s[lead_index], 0.0) - front
-                gaps[1] = line - front + p.min_gap_m
-                gaps[2] = end_base - front
-                approach[0] = v - lead_v
-                approach[1] = v
-                approach[2] = v
-                desired = p.min_gap_m + np.maximum(0.0, v * p.time_gap_s
-                                                   + v * approach / sqrt_ab)
-                inter = np.max((desired / np.maximum(gaps, 1e-3)) ** 2, axis=0)
-                free = np.where(stand_target, -1.0, 1.0 - (v / v0_safe) ** 4)
-                accel = p.max_accel_mps2 * (free - inter)
+                    to_line = line - front
+                # IDM interaction term max over the obstacles (leader, stop line, dead end)
+                # of (desired gap / gap)^2: all ratios are >= 0, so the max can be taken
+                # before squaring, and the stop line and the dead end share the desired gap
+                # (both stand still), so only the nearer of them matters.
+                v_gap = v * p.time_gap_s
+                static_gap = np.minimum(to_line + p.min_gap_m, end_base - front)
+                desired = p.min_gap_m + np.maximum(0.0, v_gap + v2 / sqrt_ab)
+                ratio = desired / np.maximum(static_gap, 1e-3)
+                if any_lead:
+                    lead_v = np.where(lead_moves, v[lead_index], 0.0)
+                    lead_gap = lead_base + np.where(lead_moves, s[lead_index], 0.0) - front
+                    desired_lead = p.min_gap_m + np.maximum(
+                        0.0, v_gap + v * (v - lead_v) / sqrt_ab)
+                    np.maximum(ratio, desired_lead / np.maximum(lead_gap, 1e-3), out=ratio)
+                    static_gap = np.minimum(static_gap, lead_gap)
+                free = 1.0 - (v / v0_safe) ** 4
+                if any_stand_target:
+                    free[stand_target] = -1.0
+                accel = p.max_accel_mps2 * (free - ratio * ratio)
                 # One step covers at most the free distance: no overshoot of a standing
                 # target with finite steps.
-                free_m = np.maximum(np.min(gaps, axis=0) - p.min_gap_m, 0.0)
-                cap = np.where(v * dt > 2.0 * free_m,
-                               -v * v / (2.0 * np.maximum(free_m, 1e-9)),
-                               2.0 * (free_m - v * dt) / (dt * dt))
-                accel = np.clip(np.minimum(accel, cap), -p.max_decel_mps2, p.max_accel_mps2)
-                accel[dwelling] = np.minimum(accel[dwelling], 0.0)
+                free_m = np.maximum(static_gap - p.min_gap_m, 0.0)
+                v_dt = v * dt
+                neg_v2 = -v2
+                cap = np.where(v_dt > 2.0 * free_m,
+                               neg_v2 / (2.0 * np.maximum(free_m, 1e-9)),
+                               2.0 * (free_m - v_dt) / (dt * dt))
+                np.minimum(accel, cap, out=accel)
+                np.maximum(accel, -p.max_decel_mps2, out=accel)
+                np.minimum(accel, p.max_accel_mps2, out=accel)
+                if any_dwelling:
+                    np.minimum(accel, 0.0, out=accel, where=dwelling)
                 v_new = v + accel * dt
-                ds = np.where(v_new < 0.0, -v * v / (2.0 * np.minimum(accel, -1e-9)),
-                              v * dt + 0.5 * accel * dt * dt)
+                ds = np.where(v_new < 0.0, neg_v2 / (2.0 * np.minimum(accel, -1e-9)),
+                              v_dt + 0.5 * accel * dt * dt)
                 s = s + np.maximum(ds, 0.0)
                 v = np.maximum(v_new, 0.0)
-                arrived = ~dwelling & (v < _SNAP_SPEED_MPS) & \
-                    (np.abs(line - s - half_len) < _SNAP_DISTANCE_M)
-                v[arrived] = 0.0
-                dwell[arrived] = p.stop_dwell_s
-                dwell[dwelling] -= dt
-                released = dwelling & (dwell <= 1e-9)
-                if released.any():
-                    next_stop = np.minimum(next_stop + released, last_stop)
-                    dwell[released] = np.nan
+                arrived = v < _SNAP_SPEED_MPS
+                arrived &= not_dwelling
+                if arrived.any():
+                    arrived &= np.abs(line - s - half_len) < _SNAP_DISTANCE_M
+                if any_dwelling:
+                    np.subtract(dwell, dt, out=dwell, where=dwelling)
+                    released = dwelling & (dwell <= 1e-9)
+                    if released.any():
+                        next_stop = np.minimum(next_stop + released, last_stop)
+                        line = stops[rows, next_stop]
+                        dwell[released] = np.nan
+                        dwelling &= ~released
+                if arrived.any():
+                    v[arrived] = 0.0
+                    dwell[arrived] = p.stop_dwell_s
+                    dwelling |= arrived
+                if any_dwelling or arrived.any():
+                    np.logical_not(dwelling, out=not_dwelling)
+                    any_dwelling = bool(dwelling.any())
                 s_hist[:, step + 1] = s
         # Stations at the output times.
         pos = self.times_s / dt

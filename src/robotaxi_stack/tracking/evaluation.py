@@ -2,7 +2,8 @@
 
 Scenarios are generated here, not taken from scenarios/ (the tracker was not tuned on them by
 seed): a 3x3 grid_town with per-seed random mixes of lane-following cars and trucks at different
-speeds (random turns at intersections), cyclists, parked cars and pedestrians walking on
+speeds (random turns at intersections; every grid_town intersection is an all-way stop and
+they stop at its stop lines, as real drivers do), cyclists, parked cars and pedestrians walking on
 waypoints along sidewalks and across roads. Each is built as a scenario dict and validated by
 sim/scenario.py (parse_scenario) and SimWorld (positions on the road), then the actors are
 stepped with ActorWorld at 10 Hz. The ego is a sensor platform the actors do not react to: it
@@ -136,7 +137,7 @@ def heldout_scenario(seed: int, mix: ActorMix, duration_s: float) -> tuple[Scena
                            'start': {'x': round(x, 3), 'y': round(y, 3), 'yaw': yaw,
                                      'speed': round(speed, 3)},
                            'behavior': {'kind': 'lane_follow', 'target_speed': round(speed, 3),
-                                        'route': 'random'}})
+                                        'route': 'random', 'stop_at_stop_lines': True}})
 
     vehicle('car', mix.cars, (5.0, 14.0))
     vehicle('truck', mix.trucks, (5.0, 11.0))

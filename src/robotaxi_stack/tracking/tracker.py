@@ -92,7 +92,7 @@ class TrackerParams:
                                                 description='CTRV yaw-rate process noise')
     pedestrian_accel_sigma_mps2: float = param(0.5, min=0.01, max=20.0,
                                                description='CV process noise per axis')
-    manoeuvre_noise_scale: float = param(16.0, min=1.0, max=1000.0, description=(
+    manoeuvre_noise_scale: float = param(8.0, min=1.0, max=1000.0, description=(
         'process-noise variance factor of the manoeuvre mode of the IMM (the quiet mode has 1)'))
     manoeuvre_start_prob: float = param(0.05, min=0.0, max=1.0, description=(
         'per-frame probability that a quiet track starts manoeuvring (IMM transition)'))

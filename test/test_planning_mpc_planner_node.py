@@ -263,3 +263,38 @@ def test_bad_parameter_raises_parameter_error_naming_it(name, value):
 def test_main_exits_2_on_a_bad_parameter(capsys):
     assert main(args=['--ros-args', '-p', 'plan_period_s:=-1.0']) == 2
     assert 'plan_period_s' in capsys.readouterr().err
+
+
+def test_synced_odometry_waits_for_the_vehicle_status_of_its_stamp():
+    """sync_vehicle_status (lock-stepped runs): odometry at t is handled once the status
+    stamped t is in, with that status's steering; an odometry still waiting when the next
+    arrives is handled with the newest status and counted."""
+    from robotaxi_msgs.msg import VehicleStatus
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    try:
+        node = MpcPlannerNode(context=context, parameter_overrides=[
+            Parameter('scenario', value=str(data_path('scenarios', 'plain_ride.yaml'))),
+            Parameter('sync_vehicle_status', value=True)])
+        handled = []
+        node._handle_odometry = lambda msg: handled.append(
+            (_stamp_key(msg), node._steer_at(_stamp_key(msg)[0] * 10**9
+                                             + _stamp_key(msg)[1])))
+
+        def status(t_s, steer):
+            return _stamp(VehicleStatus(steering_angle_rad=steer), t_s)
+
+        node._on_status(status(1.0, 0.01))
+        node._on_odometry(_odometry(1.02))
+        assert handled == [] and node.pending_odometry is not None
+        node._on_status(status(1.02, 0.02))
+        assert handled == [(_key(1.02), 0.02)] and node.pending_odometry is None
+        node._on_status(status(1.04, 0.04))
+        node._on_odometry(_odometry(1.04))  # its status is already in: handled at once
+        assert handled[-1] == (_key(1.04), 0.04)
+        node._on_odometry(_odometry(1.06))
+        node._on_odometry(_odometry(1.08))  # 1.06 never got its status
+        assert handled[-1] == (_key(1.06), 0.04) and node.unsynced == 1
+        assert node.diagnostics.health.level == WARN
+    finally:
+        rclpy.shutdown(context=context)

@@ -295,7 +295,7 @@ def test_node_params_hold_each_core_field_once_with_its_default_and_spec():
         assert flat[field.name].default == field.default, field.name
         assert flat[field.name].metadata == field.metadata, field.name
     assert {'plan_period_s', 'input_delay_s', 'perception', 'scenario'} <= set(flat)
-    assert len(flat) == len(core_fields) + 10
+    assert len(flat) == len(core_fields) + 11
 
 
 def test_node_params_reject_out_of_range_values():

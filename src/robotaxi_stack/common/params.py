@@ -110,6 +110,19 @@ def check_value(name: str, ftype: type, spec: ParamSpec, value: Any) -> Any:
     return value
 
 
+def check_fields(instance: Any, error_type: type[Exception] = ParameterError,
+                 prefix: str = '') -> None:
+    """Validate and coerce every param() field of a frozen dataclass instance in place (for
+    its __post_init__); a bad value raises `error_type` with `prefix` and the message of
+    check_value."""
+    for name, (ftype, spec, _) in param_specs(type(instance)).items():
+        try:
+            object.__setattr__(instance, name, check_value(name, ftype, spec,
+                                                           getattr(instance, name)))
+        except ParameterError as error:
+            raise error_type(f'{prefix}{error}') from None
+
+
 def params_from_dict(cls: type, values: Mapping[str, Any], *, context: str = '') -> Any:
     """Build the frozen params dataclass `cls` from a mapping, validating every value.
 

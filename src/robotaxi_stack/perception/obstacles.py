@@ -48,7 +48,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from robotaxi_stack.common.params import ParameterError, check_value, param, param_specs
+from robotaxi_stack.common.params import ParameterError, check_fields, param
 
 # robotaxi_msgs/ObjectClass.UNKNOWN (the core does not import message packages).
 LABEL_UNKNOWN = 0
@@ -121,12 +121,7 @@ class ObstacleParams:
                               description='nearest clusters kept per frame')
 
     def __post_init__(self) -> None:
-        for name, (ftype, spec, _) in param_specs(type(self)).items():
-            try:
-                object.__setattr__(self, name, check_value(name, ftype, spec,
-                                                           getattr(self, name)))
-            except ParameterError as error:
-                raise ObstacleParamError(f'obstacles: {error}') from None
+        check_fields(self, ObstacleParamError, 'obstacles: ')
         for low, high in (('min_z_m', 'max_z_m'), ('ego_min_x_m', 'ego_max_x_m')):
             if getattr(self, low) >= getattr(self, high):
                 raise ObstacleParamError(

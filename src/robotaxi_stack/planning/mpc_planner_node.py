@@ -57,6 +57,9 @@ class StampedBuffer:
         self.items.append((stamp_ns, value))
         self.items.sort(key=lambda item: item[0])
 
+    def newest_ns(self) -> int:
+        return self.items[-1][0] if self.items else -1
+
     def at(self, t_ns: int):
         ready = [item for item in self.items if item[0] <= t_ns]
         if not ready:
@@ -89,6 +92,8 @@ class MpcPlannerNode(Node):
         self.steer_rad = 0.0
         self.last_plan_ns: int | None = None
         self.last_odom_ns = -1
+        self.pending_odometry: Odometry | None = None
+        self.unsynced = 0
         self.fallbacks = 0
         self.trajectory_pub = self.create_publisher(Trajectory, '~/output/trajectory',
                                                     objects_qos())
@@ -120,15 +125,14 @@ class MpcPlannerNode(Node):
             self.status.add(stamp_to_ns(msg.header.stamp), msg.steering_angle_rad)
         else:
             self.diagnostics.health.set('vehicle_status', WARN, 'non-finite steering ignored')
+        pending = self.pending_odometry
+        if pending is not None and self.status.newest_ns() >= stamp_to_ns(pending.header.stamp):
+            self.pending_odometry = None
+            self._handle_odometry(pending)
 
     def _steer_at(self, t_ns: int) -> float:
-        """Measured steering from the newest status older than the previous odometry. The
-        status of this tick may or may not have arrived yet, and that of the previous tick
-        may still wait behind this odometry in the executor (it takes subscriptions in
-        creation order); the one before has surely been taken, since the simulator published
-        this tick only after our answer to the previous one. Races here made lock-stepped
-        runs differ by millimetres."""
-        entry = self.status.at(min(t_ns, self.last_odom_ns) - 1)
+        """Measured steering from the newest status not newer than this odometry."""
+        entry = self.status.at(t_ns)
         return self.steer_rad if entry is None else entry[1]
 
     def _on_objects(self, msg) -> None:
@@ -164,6 +168,26 @@ class MpcPlannerNode(Node):
         return objects
 
     def _on_odometry(self, msg: Odometry) -> None:
+        """With sync_vehicle_status, an odometry message waits for the vehicle status of its
+        stamp: the simulator publishes both in one tick, but which the executor takes first
+        varies, and steering one tick older made lock-stepped runs differ (and a steering
+        measurement two ticks old made the lateral control weave after a pass). A message
+        still waiting when the next arrives goes with the newest status, counted."""
+        if not self.params.sync_vehicle_status:
+            self._handle_odometry(msg)
+            return
+        if self.pending_odometry is not None:
+            self.unsynced += 1
+            self.diagnostics.health.set('vehicle_status', WARN, f'{self.unsynced} odometry '
+                                        'messages handled without their vehicle status')
+            self._handle_odometry(self.pending_odometry)
+            self.pending_odometry = None
+        if self.status.newest_ns() >= stamp_to_ns(msg.header.stamp):
+            self._handle_odometry(msg)
+        else:
+            self.pending_odometry = msg
+
+    def _handle_odometry(self, msg: Odometry) -> None:
         t_ns = stamp_to_ns(msg.header.stamp)
         if t_ns <= self.last_odom_ns:
             self.diagnostics.health.set('odometry', WARN, 'out-of-order odometry ignored')

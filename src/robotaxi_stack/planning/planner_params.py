@@ -26,6 +26,9 @@ class _NodeOnly:
     input_delay_s: float = param(0.0, min=0.0, max=0.5,
                                  description='apply inputs this long after their stamp '
                                              '(reproducible lock-step runs)')
+    sync_vehicle_status: bool = param(False, description='handle each odometry message once '
+                                      'the vehicle status of its stamp is in (lock-stepped '
+                                      'simulation: the same steering every run)')
     reliable_inputs: bool = param(False, description='subscribe odometry/status reliable '
                                   '(the scenario runner\'s reliable simulator topics)')
     max_object_age_s: float = param(0.5, min=0.05, max=5.0,

@@ -118,6 +118,7 @@ def _write_params(out_dir: pathlib.Path, scenario: Scenario,
         # loaded (the mission node is not lock-stepped; 0.1 s was seen to be too short).
         'input_delay_s': 0.3,
         'reliable_inputs': True,
+        'sync_vehicle_status': True,
         # Time deadlines depend on the machine's load; in a lock-stepped run the iteration
         # caps alone bound the solver, so the same seed gives the same plans.
         'max_cpu_time_s': 1.0, 'max_cpu_time_cold_s': 2.0, 'max_cpu_time_rescue_s': 1.0,

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from robotaxi_stack.common.params import (ParameterError, check_value, param, param_specs,
+from robotaxi_stack.common.params import (ParameterError, check_fields, param,
                                           params_from_dict)
 from robotaxi_stack.sim.scene import (LABEL_COLOUR_RGB, RayBuffer, SimScene,
                                       pose_to_rotation_translation)
@@ -81,12 +81,7 @@ class CameraConfig:
                                    'each image axis')
 
     def __post_init__(self) -> None:
-        for name, (ftype, spec, _) in param_specs(type(self)).items():
-            try:
-                object.__setattr__(self, name, check_value(name, ftype, spec,
-                                                           getattr(self, name)))
-            except ParameterError as error:
-                raise CameraConfigError(f'camera: {error}') from None
+        check_fields(self, CameraConfigError, 'camera: ')
         if self.cx > self.width - 1:
             raise CameraConfigError(f'camera: parameter cx = {self.cx} must lie inside the '
                                     f'image, [0, {self.width - 1}]')

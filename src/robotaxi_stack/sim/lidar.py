@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from robotaxi_stack.common.params import (ParameterError, check_value, param, param_specs,
+from robotaxi_stack.common.params import (ParameterError, check_fields, param,
                                           params_from_dict)
 from robotaxi_stack.sim.scene import (LABEL_REFLECTIVITY, RayBuffer, SimScene,
                                       pose_to_rotation_translation)
@@ -69,12 +69,7 @@ class LidarConfig:
     hz: float = param(10.0, min=1.0, max=50.0, description='revolutions per second')
 
     def __post_init__(self) -> None:
-        for name, (ftype, spec, _) in param_specs(type(self)).items():
-            try:
-                object.__setattr__(self, name, check_value(name, ftype, spec,
-                                                           getattr(self, name)))
-            except ParameterError as error:
-                raise LidarConfigError(f'lidar: {error}') from None
+        check_fields(self, LidarConfigError, 'lidar: ')
         if self.vertical_fov_max_deg <= self.vertical_fov_min_deg:
             raise LidarConfigError(
                 f'lidar: parameter vertical_fov_max_deg = {self.vertical_fov_max_deg} must '

@@ -48,8 +48,9 @@ from robotaxi_stack.sim.world import SimWorld
 
 DEFAULT_SCENARIO = 'scenarios/plain_ride.yaml'
 MATCH_TIMEOUT_S = 10.0  # longest wait for known endpoints to match before time starts
-MATCH_SETTLE_S = 1.0
-INFRASTRUCTURE_TOPICS = frozenset({'/clock', '/parameter_events', '/rosout'})  # then this, for the endpoint pairs between the other nodes
+MATCH_SETTLE_S = 1.0  # then this, for the endpoint pairs between the other nodes
+# Topics every node subscribes to when its object is made (not a sign that it is ready).
+INFRASTRUCTURE_TOPICS = frozenset({'/clock', '/parameter_events', '/rosout'})
 GROUND_TRUTH_HZ = 10.0
 # Writer history in recording mode: ~20 s of 50 Hz topics, ~20 s of 10 Hz frames. Lost
 # samples are repaired from it (DDS NACKs); acknowledgements are heartbeat-paced (~1 s), so

@@ -110,6 +110,10 @@ def _write_params(out_dir: pathlib.Path, scenario: Scenario,
         # A loaded machine may stall the stack for a while; stepping on without its command
         # would make the run irreproducible, so wait long before declaring a timeout.
         'lockstep_timeout_s': 5.0,
+        # With ground truth the prediction node answers every ground-truth message: wait for
+        # it like for the command (the planner applies objects input_delay_s after their
+        # stamp, and a late prediction made two default-ride runs differ).
+        'lockstep_prediction': scenario.sim.perception == 'ground_truth',
         'reliable_sensors': True,
         'counts_file': str(out_dir / COUNTS_FILE),
     }}, 'mpc_planner': {'ros__parameters': {

@@ -32,7 +32,8 @@ from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from nav_msgs.msg import Odometry
 
-from robotaxi_msgs.msg import ControlCommand, RideRequest, TrackedObjects, VehicleStatus
+from robotaxi_msgs.msg import (ControlCommand, PredictedObjects, RideRequest, TrackedObjects,
+                               VehicleStatus)
 from robotaxi_stack.common.diagnostics import ERROR, WARN, NodeDiagnostics
 from robotaxi_stack.common.image import array_to_image
 from robotaxi_stack.common.params import ParameterError, declare_node_parameters, param
@@ -69,6 +70,9 @@ class SimulatorParams:
     real_time_factor: float = param(1.0, min=0.0, max=100.0,
                                     description='pacing; 0 runs as fast as possible')
     lockstep: bool = param(True, description='wait for each control tick command')
+    lockstep_prediction: bool = param(False, description='also wait, at each ground-truth '
+                                      'tick, for /prediction/objects of that stamp (the '
+                                      'prediction node on ground truth is then lock-stepped)')
     lockstep_timeout_s: float = param(1.0, min=0.01, max=30.0,
                                       description='wall time to wait for a command')
     command_timeout_s: float = param(0.5, min=0.05, max=5.0,
@@ -111,6 +115,9 @@ class SimulatorNode(Node):
         self.command: ControlCommand | None = None
         self.command_received_ns = -1
         self.lockstep_timeouts = 0
+        self.prediction_ns = -1  # newest /prediction/objects stamp received
+        self.ground_truth_sent_ns = -1  # stamp of the newest ground truth sent
+        self.ground_truth_waited_ns = -1  # ... and of the newest one waited for
         self.published: collections.Counter = collections.Counter()
         if self.params.reliable_sensors:
             # Deep reliable history: the writer keeps frames until a slow recorder acked them.
@@ -140,6 +147,9 @@ class SimulatorNode(Node):
         }
         self.command_sub = self.create_subscription(ControlCommand, '/vehicle/command',
                                                     self._on_command, command_qos())
+        if self.params.lockstep_prediction:
+            self.create_subscription(PredictedObjects, '/prediction/objects',
+                                     self._on_prediction, objects_qos(depth=10))
         self.pending_rides = sorted(self.scenario.rides, key=lambda r: r.at_s)
         self.delayed: collections.deque = collections.deque()
         self.frozen: dict[str, object] = {}
@@ -163,6 +173,9 @@ class SimulatorNode(Node):
             return
         self.command = msg
         self.command_received_ns = self.now_ns
+
+    def _on_prediction(self, msg: PredictedObjects) -> None:
+        self.prediction_ns = max(self.prediction_ns, stamp_to_ns(msg.header.stamp))
 
     def _command_for_step(self) -> tuple[float, float]:
         state = self.world.ego.state
@@ -198,6 +211,8 @@ class SimulatorNode(Node):
 
     def _send(self, topic: str, msg) -> None:
         self.pub[topic].publish(msg)
+        if topic == '/sim/ground_truth/objects':
+            self.ground_truth_sent_ns = stamp_to_ns(msg.header.stamp)
         self.published[topic] += 1
 
     def _release_delayed(self) -> None:
@@ -267,6 +282,17 @@ class SimulatorNode(Node):
         """Lock-step applies on control ticks while a command publisher exists."""
         return (self.params.lockstep and (self.now_ns // self.step_ns) % self.control_every == 0
                 and self.count_publishers('/vehicle/command') > 0)
+
+    def wants_prediction(self) -> bool:
+        """Lock-step on the prediction of each ground truth sent (dropped ones by a fault
+        are not waited for) while a prediction publisher exists: not yet there when the
+        planner applies it, it would be older objects in one run only."""
+        return (self.params.lockstep and self.params.lockstep_prediction
+                and self.ground_truth_sent_ns > self.ground_truth_waited_ns
+                and self.count_publishers('/prediction/objects') > 0)
+
+    def prediction_arrived(self) -> bool:
+        return self.prediction_ns >= self.ground_truth_sent_ns
 
     def command_arrived(self) -> bool:
         return (self.command is not None
@@ -354,6 +380,20 @@ def run(node: SimulatorNode, executor) -> None:
                     f'{wait_s:.1f} s wall: stepping without it (run may not be reproducible)')
                 node.diagnostics.health.set('lockstep', WARN,
                                             f'{node.lockstep_timeouts} command timeouts')
+        if node.wants_prediction():
+            wait_s = (node.params.startup_timeout_s if node.now_ns == 0
+                      else node.params.lockstep_timeout_s)
+            deadline = time.monotonic() + wait_s
+            while not node.prediction_arrived() and time.monotonic() < deadline:
+                executor.spin_once(timeout_sec=0.002)
+            node.ground_truth_waited_ns = node.ground_truth_sent_ns
+            if not node.prediction_arrived():
+                node.lockstep_timeouts += 1
+                node.get_logger().warning(
+                    f'no prediction for t = {node.now_ns / NS_PER_S:.2f} s within '
+                    f'{wait_s:.1f} s wall: stepping without it (run may not be reproducible)')
+                node.diagnostics.health.set('lockstep', WARN,
+                                            f'{node.lockstep_timeouts} timeouts')
         node.step_physics()
         if node.params.real_time_factor > 0.0:
             ahead_s = (node.now_ns / NS_PER_S / node.params.real_time_factor

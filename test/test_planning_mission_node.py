@@ -11,12 +11,12 @@ from geometry_msgs.msg import Pose, PoseStamped
 from nav_msgs.msg import Odometry
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.parameter import Parameter
-from std_msgs.msg import String
+from std_msgs.msg import Header, String
 
 from robotaxi_msgs.msg import MissionStatus, RideRequest
 from robotaxi_msgs.srv import SetRide
 from robotaxi_stack.common.paths import data_path
-from robotaxi_stack.common.qos import sensor_qos, state_qos
+from robotaxi_stack.common.qos import objects_qos, sensor_qos, state_qos
 from robotaxi_stack.planning.mission import BOARDING, IDLE, TO_DROPOFF, TO_PICKUP
 from robotaxi_stack.planning.mission_node import MissionNode, main
 
@@ -198,6 +198,59 @@ def test_stamped_topic_request_is_taken_at_its_due_odometry_tick(graph):
     drive_to(10.52)
     assert 'r2' in node.manager.queued_ride_ids
     assert node._pending.late == 1
+
+
+def test_heartbeat_answers_every_odometry():
+    """With heartbeat (the runner's lock-step mode) every odometry, also a rejected one, is
+    answered by a Header with its stamp."""
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    try:
+        node = MissionNode(context=context, parameter_overrides=[
+            Parameter('scenario', value=str(data_path('scenarios', 'plain_ride.yaml'))),
+            Parameter('heartbeat', value=True),
+            # No /clock: the fallback timer sees time 0, before any odometry, and stays quiet.
+            Parameter('use_sim_time', value=True)])
+        peer = rclpy.create_node('peer', context=context)
+        executor = SingleThreadedExecutor(context=context)
+        executor.add_node(node)
+        executor.add_node(peer)
+        events = []
+        peer.create_subscription(Header, '/mission/output/heartbeat',
+                                 lambda m: events.append(
+                                     ('beat', m.stamp.sec * 10**9 + m.stamp.nanosec)),
+                                 objects_qos(depth=20))
+        statuses = []
+        peer.create_subscription(MissionStatus, '/mission/output/mission_status',
+                                 lambda m: statuses.append(m.header.stamp.sec * 10**9
+                                                           + m.header.stamp.nanosec),
+                                 state_qos(depth=20))
+        odometry = peer.create_publisher(Odometry, '/mission/input/odometry', sensor_qos())
+        assert _spin_until(executor, lambda: odometry.get_subscription_count() > 0)
+        # No ride yet: IDLE at the first odometry; a NaN one and a stale one are rejected.
+        for t_s, x in ((1.0, 10.0), (1.02, float('nan')), (0.5, 10.0), (1.04, 10.0)):
+            odometry.publish(_odometry(t_s, x, -1.75, 0.0))
+            stamp_ns = int(round(t_s * 1e9))
+            assert _spin_until(executor, lambda: ('beat', stamp_ns) in events)
+        beats = [stamp for kind, stamp in events if kind == 'beat']
+        assert beats == [1_000_000_000, 1_020_000_000, 500_000_000, 1_040_000_000]
+        # The periodic status (1 Hz) goes out on odometry time: at the first odometry of
+        # each second, stamped with it.
+        for t_s in (1.5, 2.0, 2.5, 3.0):
+            odometry.publish(_odometry(t_s, 10.0, -1.75, 0.0))
+            stamp_ns = int(round(t_s * 1e9))
+            assert _spin_until(executor, lambda: ('beat', stamp_ns) in events)
+        assert _spin_until(executor, lambda: {1_000_000_000, 2_000_000_000, 3_000_000_000}
+                           <= set(statuses))
+        assert not {1_500_000_000, 2_500_000_000} & set(statuses)
+    finally:
+        rclpy.shutdown(context=context)
+
+
+def test_no_heartbeat_publisher_by_default(graph):
+    node, peer, executor = graph
+    executor.spin_once(timeout_sec=0.1)
+    assert peer.count_publishers('/mission/output/heartbeat') == 0
 
 
 def test_main_exits_2_on_a_bad_parameter(capsys):

@@ -102,6 +102,30 @@ def test_command_in_gives_gated_command_out_with_the_same_stamp(context):
     assert all(c.header.frame_id == 'base_link' for c in harness.commands)
 
 
+def test_sync_vehicle_status_gates_a_command_once_the_status_of_its_stamp_is_in(context):
+    harness = Harness(context, recovery_time_s=0.0, sync_vehicle_status=True)
+    stamp = harness.now()
+    command = ControlCommand(steering_angle_rad=0.02, acceleration_mps2=0.3, velocity_mps=1.0)
+    command.header.stamp = stamp
+    harness.command_pub.publish(command)
+    assert harness.spin_until(lambda: harness.node._pending is not None)
+    harness.spin_until(lambda: False, timeout_s=0.3)
+    assert not any(c.header.stamp == stamp for c in harness.commands)  # held: no status yet
+    status = VehicleStatus(velocity_mps=1.0, control_mode=VehicleStatus.MODE_AUTONOMOUS,
+                           gear=VehicleStatus.GEAR_DRIVE)
+    status.header.stamp = stamp
+    harness.status_pub.publish(status)
+    assert harness.spin_until(lambda: any(c.header.stamp == stamp for c in harness.commands))
+    assert harness.node._pending is None and harness.node._unsynced == 0
+    # A command whose status never comes goes out with the next command, counted.
+    first = harness.publish_command(accel=0.1, velocity=1.0)
+    assert harness.spin_until(lambda: harness.node._pending is not None)
+    harness.publish_command(accel=0.1, velocity=1.0)
+    assert harness.spin_until(
+        lambda: any(stamp_to_ns(c.header.stamp) == first for c in harness.commands))
+    assert harness.node._unsynced == 1
+
+
 def test_steering_beyond_the_limit_is_clamped(context):
     harness = Harness(context, recovery_time_s=0.0, max_steer_angle_rad=0.4,
                       max_steer_rate_rps=5.0)

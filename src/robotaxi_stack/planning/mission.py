@@ -81,6 +81,9 @@ class MissionParams:
                                   description='projection origin of map_file [deg]')
     reliable_inputs: bool = param(False, description='subscribe odometry reliable (the '
                                   'scenario runner\'s reliable simulator topics)')
+    heartbeat: bool = param(False, description='publish ~/output/heartbeat (std_msgs/Header, '
+                            'the odometry stamp) once each odometry is handled: the '
+                            'lock-stepped simulator waits for it (scenario runner)')
     scenario: str = param('', description='scenario YAML whose map is used; empty: default')
     vehicle: str = param('bmw_320i', description='config/vehicle/<vehicle>.yaml: the front '
                          'overhang keeps a stop clear of stop lines')

@@ -9,7 +9,11 @@ reliable transient local depth 1) at status_rate_hz and on every change, and `~/
 (geometry_msgs/PoseStamped in `map` -> /planning/mission/goal, transient local) whenever the
 goal changes. The core advances in the odometry callback, so under lock-step simulation every
 transition happens at an exact sim stamp, and each output carries the stamp of the odometry
-message that caused it. Topic ride requests are taken at the first odometry at least
+message that caused it. With `heartbeat` (the scenario runner's lock-step mode) a
+std_msgs/Header with the odometry stamp goes to `~/output/heartbeat` after each odometry message
+is handled (also a rejected one), after any status and goal it caused: the simulator waits for
+it before stepping, so a mission node starved of CPU cannot fall behind the planner, which
+applies status changes a fixed delay after their stamp. Topic ride requests are taken at the first odometry at least
 `request_delay_s` after their header stamp (mission.TimedRequests), so a simulated or replayed
 run takes each ride at the same tick; the `~/set_ride` service answers at once.
 """
@@ -22,7 +26,7 @@ import sys
 from geometry_msgs.msg import Pose, PoseStamped
 from nav_msgs.msg import Odometry
 from rclpy.node import Node
-from std_msgs.msg import String
+from std_msgs.msg import Header, String
 
 from robotaxi_msgs.msg import MissionStatus, RideRequest
 from robotaxi_msgs.srv import SetRide
@@ -78,6 +82,9 @@ class MissionNode(Node):
         self._status_pub = self.create_publisher(MissionStatus, '~/output/mission_status',
                                                  state_qos())
         self._goal_pub = self.create_publisher(PoseStamped, '~/output/goal', state_qos())
+        self._heartbeat_pub = (self.create_publisher(Header, '~/output/heartbeat',
+                                                     objects_qos(depth=10))
+                               if self.params.heartbeat else None)
         self.create_subscription(Odometry, '~/input/odometry', self._on_odometry,
                                  sensor_input_qos(self.params.reliable_inputs))
         self.create_subscription(RideRequest, '~/input/ride_request', self._on_ride_request,
@@ -87,7 +94,11 @@ class MissionNode(Node):
         self.create_subscription(String, '~/input/doors_closed', self._on_doors_closed,
                                  objects_qos(depth=10))
         self.create_service(SetRide, '~/set_ride', self._on_set_ride)
-        self.create_timer(1.0 / self.params.status_rate_hz, self._publish_status)
+        self._status_period_ns = int(NS_PER_S / self.params.status_rate_hz)
+        self._status_sent_ns: int | None = None  # odometry time of the last status
+        # The periodic status follows odometry time (the same ticks in every lock-stepped run);
+        # this timer only covers silent odometry, so the status never goes quiet.
+        self.create_timer(1.0 / self.params.status_rate_hz, self._on_status_timer)
         self._update_health()
 
     def _new_pending(self) -> TimedRequests:
@@ -97,46 +108,54 @@ class MissionNode(Node):
     # -- inputs ----------------------------------------------------------------------------
     def _on_odometry(self, msg: Odometry) -> None:
         with self.diagnostics.timer.measure():
-            stamp_ns = stamp_to_ns(msg.header.stamp)
-            x, y, yaw = _pose_xyyaw(msg.pose.pose)
-            speed = float(msg.twist.twist.linear.x)
-            if not all(math.isfinite(v) for v in (x, y, yaw, speed)):
-                self.diagnostics.health.set('odometry', ERROR,
-                                            'non-finite odometry ignored')
-                return
-            resets = self._stamp_guard.resets
-            if not self._stamp_guard.accept(stamp_ns):
-                self.diagnostics.health.set('odometry', WARN,
-                                            f'{self._stamp_guard.rejected} out-of-order '
-                                            f'odometry messages ignored')
-                return
-            if self._stamp_guard.resets != resets:
-                # Time jumped far back (a restarted simulator, a looping replay): the rides
-                # belong to the old timeline, and their requests are sent again with it.
-                self.get_logger().warning('odometry time jumped back: mission state reset')
-                self.diagnostics.health.set('clock', WARN, 'time jumped back: mission reset')
-                self.manager = MissionManager(self.params, self.manager.town,
-                                              front_m=self.manager.front_m)
-                self._last_goal = None
-                # Pending requests stay: a replay's first request may come before this tick.
-            self._ego_pose = (x, y, yaw)
-            for request in self._pending.due(stamp_ns):
-                self._request(request)
-            self._check_request_timing()
-            try:
-                output = self.manager.update(stamp_ns / NS_PER_S, x, y, yaw, speed)
-            except MissionInputError as error:
-                self.diagnostics.health.set('odometry', ERROR, str(error))
-                return
-            self.diagnostics.health.clear('odometry')
-            self._last_stamp_ns = stamp_ns
-            if output.changed:
-                self._log_change(output)
-                self._publish_status()
-            if output.goal is not None and output.goal != self._last_goal:
-                self._publish_goal(output)
-            self._last_goal = output.goal
-            self._update_health()
+            self._handle_odometry(msg)
+        if self._heartbeat_pub is not None:
+            self._heartbeat_pub.publish(Header(stamp=msg.header.stamp, frame_id='map'))
+
+    def _handle_odometry(self, msg: Odometry) -> None:
+        stamp_ns = stamp_to_ns(msg.header.stamp)
+        x, y, yaw = _pose_xyyaw(msg.pose.pose)
+        speed = float(msg.twist.twist.linear.x)
+        if not all(math.isfinite(v) for v in (x, y, yaw, speed)):
+            self.diagnostics.health.set('odometry', ERROR,
+                                        'non-finite odometry ignored')
+            return
+        resets = self._stamp_guard.resets
+        if not self._stamp_guard.accept(stamp_ns):
+            self.diagnostics.health.set('odometry', WARN,
+                                        f'{self._stamp_guard.rejected} out-of-order '
+                                        f'odometry messages ignored')
+            return
+        if self._stamp_guard.resets != resets:
+            # Time jumped far back (a restarted simulator, a looping replay): the rides
+            # belong to the old timeline, and their requests are sent again with it.
+            self.get_logger().warning('odometry time jumped back: mission state reset')
+            self.diagnostics.health.set('clock', WARN, 'time jumped back: mission reset')
+            self.manager = MissionManager(self.params, self.manager.town,
+                                          front_m=self.manager.front_m)
+            self._last_goal = None
+            self._status_sent_ns = None
+            # Pending requests stay: a replay's first request may come before this tick.
+        self._ego_pose = (x, y, yaw)
+        for request in self._pending.due(stamp_ns):
+            self._request(request)
+        self._check_request_timing()
+        try:
+            output = self.manager.update(stamp_ns / NS_PER_S, x, y, yaw, speed)
+        except MissionInputError as error:
+            self.diagnostics.health.set('odometry', ERROR, str(error))
+            return
+        self.diagnostics.health.clear('odometry')
+        self._last_stamp_ns = stamp_ns
+        if output.changed:
+            self._log_change(output)
+        if (output.changed or self._status_sent_ns is None
+                or stamp_ns - self._status_sent_ns >= self._status_period_ns):
+            self._publish_status()
+        if output.goal is not None and output.goal != self._last_goal:
+            self._publish_goal(output)
+        self._last_goal = output.goal
+        self._update_health()
 
     def _request(self, msg: RideRequest) -> tuple[bool, str]:
         accepted, reason = self.manager.request_ride(
@@ -186,7 +205,13 @@ class MissionNode(Node):
             return self.get_clock().now().to_msg()
         return ns_to_stamp(self._last_stamp_ns)
 
+    def _on_status_timer(self) -> None:
+        now_ns = self.get_clock().now().nanoseconds
+        if self._last_stamp_ns is None or now_ns - self._last_stamp_ns >= self._status_period_ns:
+            self._publish_status()
+
     def _publish_status(self) -> None:
+        self._status_sent_ns = self._last_stamp_ns
         output = self.manager.output
         msg = MissionStatus(ride_id=output.ride_id, state=output.state,
                             remaining_distance_m=output.remaining_distance_m,

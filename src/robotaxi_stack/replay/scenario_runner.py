@@ -110,28 +110,43 @@ def _write_params(out_dir: pathlib.Path, scenario: Scenario,
         # A loaded machine may stall the stack for a while; stepping on without its command
         # would make the run irreproducible, so wait long before declaring a timeout.
         'lockstep_timeout_s': 5.0,
-        # With ground truth the prediction node answers every ground-truth message: wait for
-        # it like for the command (the planner applies objects input_delay_s after their
-        # stamp, and a late prediction made two default-ride runs differ).
-        'lockstep_prediction': scenario.sim.perception == 'ground_truth',
+        # The prediction node answers every ground-truth message (or, through perception and
+        # tracking, every LiDAR cloud): wait for it like for the command (the planner applies
+        # objects input_delay_s after their stamp, and a late prediction made two default-ride
+        # runs differ).
+        'lockstep_prediction': True,
+        'lockstep_prediction_input': ('/sim/ground_truth/objects'
+                                      if scenario.sim.perception == 'ground_truth'
+                                      else '/sensing/lidar/points'),
+        # The mission node is not on the command's path either: a starved one fell behind by
+        # more than the planner's input delay (two default rides 0.2 s apart at the dropoff).
+        'lockstep_mission': True,
         'reliable_sensors': True,
         'counts_file': str(out_dir / COUNTS_FILE),
     }}, 'mpc_planner': {'ros__parameters': {
         # Inputs derived from the same tick (mission status, objects) are applied 0.3 s after
-        # their stamp, so every run sees them at the same cycle even when the machine is
-        # loaded (the mission node is not lock-stepped; 0.1 s was seen to be too short).
+        # their stamp, so every run sees them at the same cycle: the simulator waits for the
+        # mission heartbeat and the prediction of each tick, and this covers their transit.
         'input_delay_s': 0.3,
         'reliable_inputs': True,
         'sync_vehicle_status': True,
         # Time deadlines depend on the machine's load; in a lock-stepped run the iteration
         # caps alone bound the solver, so the same seed gives the same plans.
         'max_cpu_time_s': 1.0, 'max_cpu_time_cold_s': 2.0, 'max_cpu_time_rescue_s': 1.0,
-    }}, 'mission': {'ros__parameters': {'reliable_inputs': True}}}
+    }}, 'mission': {'ros__parameters': {'reliable_inputs': True, 'heartbeat': True}},
+        # The gate's rate limits start from the measured state: the status of each command's
+        # tick, read reliably (the first command of two runs was once 0, once -1.5 m/s^2).
+        'vehicle_interface': {'ros__parameters': {'reliable_inputs': True,
+                                                  'sync_vehicle_status': True}}}
     # The perception chain reads the simulator's reliable topics reliably too (a best-effort
     # reader may drop a frame under load, and the run would differ).
-    for name in ('lidar_obstacles', 'tracking'):
+    for name in ('lidar_detector', 'camera_detector', 'fusion', 'tracking'):
         if name in node_names:
             params[name] = {'ros__parameters': {'reliable_inputs': True}}
+    if 'fusion' in node_names:
+        # Pair every cloud with the camera frame of its stamp, however long the camera node
+        # takes on a loaded machine: lidar-only output would differ between runs.
+        params['fusion']['ros__parameters']['camera_wait_s'] = 5.0
     path = out_dir / 'scenario.param.yaml'
     path.write_text(yaml.safe_dump(params, sort_keys=False))
     return path

@@ -202,7 +202,9 @@ class LidarModel:
             np.maximum(range_m, 0.0, out=range_m)
         label, actor_id = scene.lookup(geometry_id[index], primitive_id[index])
         cos_incidence = np.einsum('ij,ij->i', normal_map, rays[:, 3:])[index]
-        points = np.empty(len(index), dtype=LIDAR_POINT_DTYPE)
+        # Zeroed, not empty: the dtype's padding bytes go into the PointCloud2 as they are, and
+        # the same scan must give the same bytes (reproducible recordings).
+        points = np.zeros(len(index), dtype=LIDAR_POINT_DTYPE)
         for axis, name in enumerate('xyz'):
             points[name] = self._direction_columns[axis][index] * range_m
         points['intensity'] = np.minimum(

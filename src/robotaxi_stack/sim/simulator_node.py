@@ -10,7 +10,11 @@ Lock-step: when something publishes /vehicle/command, the simulator does not adv
 control tick until a command stamped at (or after) that tick's time has arrived, or
 `lockstep_timeout_s` of wall time has passed (counted and reported: a timeout means the run may
 not be reproducible). With a deterministic stack this makes closed-loop runs reproducible
-whatever the machine's load; without a command publisher the world runs free.
+whatever the machine's load; without a command publisher the world runs free. Two more waits
+close the races of nodes that are not on the command's path: `lockstep_prediction` waits for
+/prediction/objects of each ground-truth message (or LiDAR cloud, through perception and
+tracking, which keep the source stamp), `lockstep_mission` for the mission node's
+heartbeat of each odometry message (see StampWait).
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ from rclpy.node import Node
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from nav_msgs.msg import Odometry
+
+from std_msgs.msg import Header
 
 from robotaxi_msgs.msg import (ControlCommand, PredictedObjects, RideRequest, TrackedObjects,
                                VehicleStatus)
@@ -53,6 +59,7 @@ MATCH_SETTLE_S = 1.0  # then this, for the endpoint pairs between the other node
 # Topics every node subscribes to when its object is made (not a sign that it is ready).
 INFRASTRUCTURE_TOPICS = frozenset({'/clock', '/parameter_events', '/rosout'})
 GROUND_TRUTH_HZ = 10.0
+MISSION_HEARTBEAT_TOPIC = '/planning/mission/heartbeat'
 # Writer history in recording mode: ~20 s of 50 Hz topics, ~20 s of 10 Hz frames. Lost
 # samples are repaired from it (DDS NACKs); acknowledgements are heartbeat-paced (~1 s), so
 # waiting for them per frame would stall the loop: the history is the flow buffer instead.
@@ -70,9 +77,15 @@ class SimulatorParams:
     real_time_factor: float = param(1.0, min=0.0, max=100.0,
                                     description='pacing; 0 runs as fast as possible')
     lockstep: bool = param(True, description='wait for each control tick command')
-    lockstep_prediction: bool = param(False, description='also wait, at each ground-truth '
-                                      'tick, for /prediction/objects of that stamp (the '
-                                      'prediction node on ground truth is then lock-stepped)')
+    lockstep_prediction: bool = param(False, description='also wait, after each message of '
+                                      'lockstep_prediction_input, for /prediction/objects of '
+                                      'that stamp (the object chain is then lock-stepped)')
+    lockstep_prediction_input: str = param('/sim/ground_truth/objects', choices=(
+        '/sim/ground_truth/objects', '/sensing/lidar/points'), description='what prediction '
+        'runs on: ground truth, or the LiDAR through perception and tracking')
+    lockstep_mission: bool = param(False, description='also wait, at each odometry tick, for '
+                                   'the mission heartbeat of that stamp (the mission node '
+                                   'runs with heartbeat true)')
     lockstep_timeout_s: float = param(1.0, min=0.01, max=30.0,
                                       description='wall time to wait for a command')
     command_timeout_s: float = param(0.5, min=0.05, max=5.0,
@@ -90,6 +103,31 @@ class SimulatorParams:
                                    'gets every message); vehicles use best effort')
     counts_file: str = param('', description='write the per-topic published message counts '
                              '(JSON) here at exit, for the recording completeness check')
+
+
+@dataclasses.dataclass
+class StampWait:
+    """Lock-step on a node off the command's path: after `trigger` (a topic we publish) went
+    out stamped t, wait for a `reply` (a topic that node publishes) stamped >= t.
+
+    Without it such a node may fall behind under load, and its output would reach its reader
+    (which applies it a fixed delay after its stamp) late in one run only. Messages dropped by
+    a fault are never sent, so they are not waited for.
+    """
+
+    trigger: str
+    reply: str
+    sent_ns: int = -1  # stamp of the newest trigger sent
+    waited_ns: int = -1  # ... and of the newest one waited for
+    received_ns: int = -1  # newest reply stamp
+    subscription: object = None
+
+    def on_reply(self, msg) -> None:
+        header = msg if isinstance(msg, Header) else msg.header  # a heartbeat is a Header
+        self.received_ns = max(self.received_ns, stamp_to_ns(header.stamp))
+
+    def arrived(self) -> bool:
+        return self.received_ns >= self.sent_ns
 
 
 class SimulatorNode(Node):
@@ -115,9 +153,7 @@ class SimulatorNode(Node):
         self.command: ControlCommand | None = None
         self.command_received_ns = -1
         self.lockstep_timeouts = 0
-        self.prediction_ns = -1  # newest /prediction/objects stamp received
-        self.ground_truth_sent_ns = -1  # stamp of the newest ground truth sent
-        self.ground_truth_waited_ns = -1  # ... and of the newest one waited for
+        self.waits: list[StampWait] = []
         self.published: collections.Counter = collections.Counter()
         if self.params.reliable_sensors:
             # Deep reliable history: the writer keeps frames until a slow recorder acked them.
@@ -147,9 +183,16 @@ class SimulatorNode(Node):
         }
         self.command_sub = self.create_subscription(ControlCommand, '/vehicle/command',
                                                     self._on_command, command_qos())
-        if self.params.lockstep_prediction:
-            self.create_subscription(PredictedObjects, '/prediction/objects',
-                                     self._on_prediction, objects_qos(depth=10))
+        for enabled, trigger, reply, msg_type in (
+                (self.params.lockstep_prediction, self.params.lockstep_prediction_input,
+                 '/prediction/objects', PredictedObjects),
+                (self.params.lockstep_mission, '/localization/kinematic_state',
+                 MISSION_HEARTBEAT_TOPIC, Header)):
+            if enabled:
+                wait = StampWait(trigger, reply)
+                wait.subscription = self.create_subscription(msg_type, reply, wait.on_reply,
+                                                             objects_qos(depth=10))
+                self.waits.append(wait)
         self.pending_rides = sorted(self.scenario.rides, key=lambda r: r.at_s)
         self.delayed: collections.deque = collections.deque()
         self.frozen: dict[str, object] = {}
@@ -173,9 +216,6 @@ class SimulatorNode(Node):
             return
         self.command = msg
         self.command_received_ns = self.now_ns
-
-    def _on_prediction(self, msg: PredictedObjects) -> None:
-        self.prediction_ns = max(self.prediction_ns, stamp_to_ns(msg.header.stamp))
 
     def _command_for_step(self) -> tuple[float, float]:
         state = self.world.ego.state
@@ -211,8 +251,9 @@ class SimulatorNode(Node):
 
     def _send(self, topic: str, msg) -> None:
         self.pub[topic].publish(msg)
-        if topic == '/sim/ground_truth/objects':
-            self.ground_truth_sent_ns = stamp_to_ns(msg.header.stamp)
+        for wait in self.waits:
+            if wait.trigger == topic:
+                wait.sent_ns = stamp_to_ns(msg.header.stamp)
         self.published[topic] += 1
 
     def _release_delayed(self) -> None:
@@ -283,16 +324,11 @@ class SimulatorNode(Node):
         return (self.params.lockstep and (self.now_ns // self.step_ns) % self.control_every == 0
                 and self.count_publishers('/vehicle/command') > 0)
 
-    def wants_prediction(self) -> bool:
-        """Lock-step on the prediction of each ground truth sent (dropped ones by a fault
-        are not waited for) while a prediction publisher exists: not yet there when the
-        planner applies it, it would be older objects in one run only."""
-        return (self.params.lockstep and self.params.lockstep_prediction
-                and self.ground_truth_sent_ns > self.ground_truth_waited_ns
-                and self.count_publishers('/prediction/objects') > 0)
-
-    def prediction_arrived(self) -> bool:
-        return self.prediction_ns >= self.ground_truth_sent_ns
+    def due_waits(self) -> list[StampWait]:
+        """The StampWaits with a trigger not yet waited for, while their node publishes."""
+        return [wait for wait in self.waits
+                if self.params.lockstep and wait.sent_ns > wait.waited_ns
+                and self.count_publishers(wait.reply) > 0]
 
     def command_arrived(self) -> bool:
         return (self.command is not None
@@ -352,9 +388,27 @@ def wait_for_graph(node: SimulatorNode, executor) -> None:
 def _unmatched_topics(node: SimulatorNode) -> list[str]:
     topics = [topic for topic, publisher in node.pub.items()
               if publisher.get_subscription_count() < node.count_subscribers(topic)]
-    if node.command_sub.get_publisher_count() < node.count_publishers('/vehicle/command'):
-        topics.append('/vehicle/command')
+    subscriptions = [('/vehicle/command', node.command_sub)]
+    subscriptions += [(wait.reply, wait.subscription) for wait in node.waits]
+    topics += [topic for topic, subscription in subscriptions
+               if subscription.get_publisher_count() < node.count_publishers(topic)]
     return sorted(topics)
+
+
+def _wait_for(node: SimulatorNode, executor, arrived, what: str) -> None:
+    """Spin until arrived() or the lock-step timeout; a timeout is counted and reported."""
+    # The stack's first answers include its start-up (route, solver warm-up).
+    wait_s = (node.params.startup_timeout_s if node.now_ns == 0
+              else node.params.lockstep_timeout_s)
+    deadline = time.monotonic() + wait_s
+    while not arrived() and time.monotonic() < deadline:
+        executor.spin_once(timeout_sec=0.002)
+    if not arrived():
+        node.lockstep_timeouts += 1
+        node.get_logger().warning(
+            f'no {what} for t = {node.now_ns / NS_PER_S:.2f} s within {wait_s:.1f} s wall: '
+            f'stepping without it (run may not be reproducible)')
+        node.diagnostics.health.set('lockstep', WARN, f'{node.lockstep_timeouts} timeouts')
 
 
 def run(node: SimulatorNode, executor) -> None:
@@ -367,33 +421,10 @@ def run(node: SimulatorNode, executor) -> None:
             node.publish_tick()
         executor.spin_once(timeout_sec=0.0)
         if node.wants_command():
-            # The stack's first answer includes its start-up (route, solver warm-up).
-            wait_s = (node.params.startup_timeout_s if node.now_ns == 0
-                      else node.params.lockstep_timeout_s)
-            deadline = time.monotonic() + wait_s
-            while not node.command_arrived() and time.monotonic() < deadline:
-                executor.spin_once(timeout_sec=0.002)
-            if not node.command_arrived():
-                node.lockstep_timeouts += 1
-                node.get_logger().warning(
-                    f'no command for t = {node.now_ns / NS_PER_S:.2f} s within '
-                    f'{wait_s:.1f} s wall: stepping without it (run may not be reproducible)')
-                node.diagnostics.health.set('lockstep', WARN,
-                                            f'{node.lockstep_timeouts} command timeouts')
-        if node.wants_prediction():
-            wait_s = (node.params.startup_timeout_s if node.now_ns == 0
-                      else node.params.lockstep_timeout_s)
-            deadline = time.monotonic() + wait_s
-            while not node.prediction_arrived() and time.monotonic() < deadline:
-                executor.spin_once(timeout_sec=0.002)
-            node.ground_truth_waited_ns = node.ground_truth_sent_ns
-            if not node.prediction_arrived():
-                node.lockstep_timeouts += 1
-                node.get_logger().warning(
-                    f'no prediction for t = {node.now_ns / NS_PER_S:.2f} s within '
-                    f'{wait_s:.1f} s wall: stepping without it (run may not be reproducible)')
-                node.diagnostics.health.set('lockstep', WARN,
-                                            f'{node.lockstep_timeouts} timeouts')
+            _wait_for(node, executor, node.command_arrived, 'command')
+        for wait in node.due_waits():
+            _wait_for(node, executor, wait.arrived, wait.reply)
+            wait.waited_ns = wait.sent_ns
         node.step_physics()
         if node.params.real_time_factor > 0.0:
             ahead_s = (node.now_ns / NS_PER_S / node.params.real_time_factor

@@ -161,6 +161,11 @@ class VehicleInterfaceParams:
                                description='MrmState publication rate (also sent on change)')
     adapter: str = param('topic', choices=ADAPTER_NAMES,
                          description='drive-by-wire adapter the gated command goes to')
+    reliable_inputs: bool = param(False, description='subscribe the vehicle status reliable '
+                                  '(the scenario runner\'s reliable simulator topics)')
+    sync_vehicle_status: bool = param(False, description='gate a planner command once the '
+                                      'vehicle status of its stamp is in (scenario runner: '
+                                      'the same measured state every run)')
 
     def __post_init__(self):
         if self.comfortable_stop_decel_mps2 > self.emergency_stop_decel_mps2:

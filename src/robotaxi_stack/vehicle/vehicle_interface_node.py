@@ -13,6 +13,12 @@ under use_sim_time) and runs a 50 Hz timer on it that checks staleness and, whil
 sends MRM commands stamped with the current time. The timer is phase-locked to the clock it
 was created on; a lock-stepped simulator's control ticks fall on it when the node starts before
 simulated time advances (the simulator's wait_for_nodes), which bringup arranges.
+
+With `sync_vehicle_status` (the scenario runner's lock-step mode) a planner command waits for
+the vehicle status of its stamp before it is gated: the simulator publishes both in one tick,
+but which this node takes first varies, and the gate's rate limits start from the measured state
+(two runs of one seed gave 0 and -1.5 m/s^2 as the first command). A command still waiting when
+the next arrives is gated with the newest status, counted.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from std_msgs.msg import Bool
 from robotaxi_msgs.msg import ControlCommand, MrmState, VehicleStatus
 from robotaxi_stack.common.diagnostics import ERROR, WARN, NodeDiagnostics
 from robotaxi_stack.common.params import ParameterError, declare_node_parameters
-from robotaxi_stack.common.qos import command_qos, objects_qos, sensor_qos, state_qos
+from robotaxi_stack.common.qos import command_qos, objects_qos, sensor_input_qos, state_qos
 from robotaxi_stack.common.stamps import NS_PER_S, ns_to_stamp, stamp_to_ns
 from robotaxi_stack.common.node_main import run_node
 from robotaxi_stack.sim.vehicle_dynamics import VehicleConfigError, load_vehicle
@@ -107,14 +113,16 @@ class VehicleInterfaceNode(Node):
         self._published_mrm: tuple[int, int] | None = None
         self._mrm_publisher = self.create_publisher(MrmState, '~/output/mrm_state',
                                                     objects_qos())
+        self._pending: ControlCommand | None = None  # a planner command awaiting its status
+        self._unsynced = 0
         self.create_subscription(ControlCommand, '~/input/control_command',
-                                 lambda msg: self._on_command(CommandSource.PLANNER, msg),
-                                 command_qos())
+                                 self._on_planner_command, command_qos())
         self.create_subscription(ControlCommand, '~/input/remote_command',
                                  lambda msg: self._on_command(CommandSource.REMOTE, msg),
                                  command_qos())
         self.create_subscription(VehicleStatus, '~/input/vehicle_status',
-                                 self._on_vehicle_status, sensor_qos())
+                                 self._on_vehicle_status,
+                                 sensor_input_qos(self.params.reliable_inputs))
         self.create_subscription(Bool, '~/input/emergency_stop', self._on_emergency_stop,
                                  state_qos())
         self.create_timer(1.0 / TICK_HZ, self._on_tick)
@@ -127,6 +135,25 @@ class VehicleInterfaceNode(Node):
         return self.get_clock().now().nanoseconds
 
     # -- inputs ----------------------------------------------------------------------------
+    def _status_covers(self, msg: ControlCommand) -> bool:
+        vehicle = self.core.vehicle
+        return vehicle is not None and vehicle.stamp_ns >= stamp_to_ns(msg.header.stamp)
+
+    def _on_planner_command(self, msg: ControlCommand) -> None:
+        if not self.params.sync_vehicle_status:
+            self._on_command(CommandSource.PLANNER, msg)
+            return
+        if self._pending is not None:
+            self._unsynced += 1
+            self.diagnostics.health.set('vehicle_status_sync', WARN, f'{self._unsynced} '
+                                        'commands gated without their vehicle status')
+            pending, self._pending = self._pending, None
+            self._on_command(CommandSource.PLANNER, pending)
+        if self._status_covers(msg):
+            self._on_command(CommandSource.PLANNER, msg)
+        else:
+            self._pending = msg
+
     def _on_command(self, source: CommandSource, msg: ControlCommand) -> None:
         start = time.perf_counter()
         now_ns = self._now_ns()
@@ -170,6 +197,9 @@ class VehicleInterfaceNode(Node):
             return
         self.diagnostics.health.clear('vehicle_status')
         self._after_update(now_ns)
+        if self._pending is not None and self._status_covers(self._pending):
+            pending, self._pending = self._pending, None
+            self._on_command(CommandSource.PLANNER, pending)
 
     def _on_emergency_stop(self, msg: Bool) -> None:
         now_ns = self._now_ns()

@@ -15,7 +15,8 @@ constant speed for vehicles, constant velocity for the rest. It has neither turn
 lines nor leaders; the ratio says what the vectorised multi-modal predictor costs relative to
 it (> 1: faster).
 
-Target: tracking + prediction <= 10 ms at 50 objects, so prediction <= 6 ms median at 50.
+Target: tracking + prediction <= 10 ms at 50 objects, so prediction <= 6 ms median at 50
+(bench/tracking_prediction.py measures the whole cycle).
 The last stdout line is the JSON result.
 """
 

@@ -15,7 +15,8 @@ first implementation loops — per-track EKF predict/update with numpy on 6x6 ma
 double loop for the gated Mahalanobis cost matrix, linear_sum_assignment — without lifecycle
 or IMM, deleting a track after 4 misses (so it does less work than the tracker).
 Ratio = baseline / tracker.
-Target: tracking + prediction <= 10 ms at 50 objects; this reports tracking alone.
+Target: tracking + prediction <= 10 ms at 50 objects; this reports tracking alone
+(bench/tracking_prediction.py measures the whole cycle).
 
 The last stdout line is the JSON result.
 """

@@ -19,7 +19,10 @@ once: free road towards a desired speed inferred from the object's speed history
 the stop lines on the path (every grid_town intersection is an all-way stop) for
 `stop_dwell_s`, and following the leader ahead on the same lanelets (the other objects, moving
 with their own most likely mode). Vehicles off every lane or reversing get one constant turn
-rate and velocity (CTRV) mode.
+rate and velocity (CTRV) mode. Successor sequences are built once per start lanelet and
+length bucket and kept in one padded table, so the hypotheses of all candidates of a cycle are
+formed, merged and ranked with a fixed number of array operations, not Python work per
+candidate and sequence.
 
 Pedestrians (and bicycles off the road) move at constant velocity; near a crosswalk they get a
 mode that turns onto it (walking towards its end), modes that cross and then turn either way
@@ -32,9 +35,9 @@ stamps those estimates are simply unknown.
 
 from __future__ import annotations
 
-import bisect
 import dataclasses
 import math
+import operator
 from typing import Any, Sequence
 
 import numpy as np
@@ -71,6 +74,8 @@ _LINE_PASSED_M = 1.0        # a stop line this far behind the front bumper was p
 _DEDUP_TAIL_M = 1.0         # a candidate this close to its lanelet's end is its successors'
 _MAX_SEQUENCES = 27         # successor sequences per start lanelet (3 forks of 3)
 _MAX_ACCEL_RATIO = 0.97     # accel / max_accel above this says nothing more about v0
+_CONFIDENCE = operator.itemgetter(0)  # of a (confidence, kind, lanelets, path) mode
+_GROUP_BUCKETS = 1 << 40    # 20 m length buckets per start lanelet (codes stay in int64)
 
 
 class PredictionInputError(ValueError):
@@ -225,18 +230,134 @@ class _Track:
     samples: int = 1
 
 
-@dataclasses.dataclass
-class _Sequence:
-    """Lanelets (internal indices) from a start lanelet, with their start stations."""
+class _SequenceTable:
+    """Every successor sequence computed so far (kept across cycles), one padded row each, so
+    the sequences of all candidates of a cycle are gathered with one index array.
 
-    lanes: tuple[int, ...]
-    starts_m: np.ndarray      # station of each lanelet's start from the first one's start
-    starts: tuple[float, ...]  # the same as plain floats
-    length_m: float           # total length
-    dead_end: bool
-    weight: float             # product of the fork priors
-    turns: tuple[tuple[float, float], ...]  # (entry station, |curvature|) of turning lanelets
-    stops_m: tuple[float, ...]
+    Per row: lanes (W,) internal lanelet indices, padded with the last one; starts_m (W,) the
+    station of each lanelet's start from the first one's start (inf padded); num_lanes;
+    stops_m (S,) stop line stations (inf padded, at least one inf); num_stops; length_m;
+    dead_end; weight (product of the fork priors); per turning lanelet (T, padding: entry
+    -1 m, curvature 0) turn_entry_m, turn_kappa (|curvature|) and turn_stop_m (the last stop
+    line at or before the entry, -inf: none); keys / tail_keys (W + 1,): ids of the lanelet
+    tuples lanes[:c] and lanes[1:c] (-1: none), equal tuples having equal ids in all rows.
+    The arrays have spare rows beyond len(self) (capacity doubles) and widen when a longer
+    row arrives, so adding a row costs the same however many there are.
+    """
+
+    # name -> (padding, columns: 'lanes' W, 'keys' W + 1, 'stops' S, 'turns' T or None)
+    _COLUMNS = {'lanes': (None, 'lanes'), 'starts_m': (math.inf, 'lanes'),
+                'keys': (-1, 'keys'), 'tail_keys': (-1, 'keys'),
+                'stops_m': (math.inf, 'stops'), 'turn_entry_m': (-1.0, 'turns'),
+                'turn_kappa': (0.0, 'turns'), 'turn_stop_m': (-math.inf, 'turns'),
+                'num_lanes': (0, None), 'num_stops': (0, None), 'length_m': (0.0, None),
+                'dead_end': (False, None), 'weight': (0.0, None)}
+    _INTEGER = ('lanes', 'keys', 'tail_keys', 'num_lanes', 'num_stops')
+
+    def __init__(self, capacity: int = 256) -> None:
+        self.key_ids: dict[tuple[int, ...], int] = {}
+        self._count = 0
+        self._width = {'lanes': 8, 'keys': 9, 'stops': 4, 'turns': 4}
+        for name, (fill, cols) in self._COLUMNS.items():
+            dtype = bool if name == 'dead_end' else np.int64 if name in self._INTEGER \
+                else np.float64
+            shape = (capacity,) if cols is None else (capacity, self._width[cols])
+            setattr(self, name, np.full(shape, 0 if fill is None else fill, dtype=dtype))
+
+    def __len__(self) -> int:
+        return self._count
+
+    def add(self, lanes: tuple[int, ...], starts_m: list[float], length_m: float,
+            dead_end: bool, weight: float, turns: list[tuple[float, float, float]],
+            stops_m: list[float]) -> None:
+        """Append a sequence as row len(self); turns: (entry station, |curvature|, last stop
+        line at or before the entry)."""
+        self._reserve(self._count + 1, lanes=len(lanes), keys=len(lanes) + 1,
+                      stops=len(stops_m) + 1, turns=len(turns))
+        i, n = self._count, len(lanes)
+        self._count += 1
+        self.lanes[i] = lanes[-1]
+        self.lanes[i, :n] = lanes
+        self.starts_m[i, :n] = starts_m
+        self.keys[i, 1:n + 1] = [self._key_id(lanes[:c]) for c in range(1, n + 1)]
+        self.tail_keys[i, 2:n + 1] = [self._key_id(lanes[1:c]) for c in range(2, n + 1)]
+        self.stops_m[i, :len(stops_m)] = stops_m
+        for j, (entry_m, kappa, stop_m) in enumerate(turns):
+            self.turn_entry_m[i, j], self.turn_kappa[i, j], self.turn_stop_m[i, j] = \
+                entry_m, kappa, stop_m
+        self.num_lanes[i], self.num_stops[i], self.length_m[i] = n, len(stops_m), length_m
+        self.dead_end[i], self.weight[i] = dead_end, weight
+
+    def _key_id(self, lanes: tuple[int, ...]) -> int:
+        return self.key_ids.setdefault(lanes, len(self.key_ids))
+
+    def _reserve(self, rows: int, **widths: int) -> None:
+        capacity = len(self.num_lanes)
+        grow_rows = capacity * 2 if rows > capacity else capacity
+        if grow_rows == capacity and all(widths[k] <= self._width[k] for k in widths):
+            return
+        for key, width in widths.items():
+            self._width[key] = max(self._width[key], width)
+        for name, (fill, cols) in self._COLUMNS.items():
+            old = getattr(self, name)
+            shape = (grow_rows,) if cols is None else (grow_rows, self._width[cols])
+            new = np.full(shape, 0 if fill is None else fill, dtype=old.dtype)
+            if cols is None:
+                new[:capacity] = old
+            else:
+                new[:capacity, :old.shape[1]] = old
+                if fill is None:  # lanes: pad with each row's last lanelet
+                    new[:capacity, old.shape[1]:] = old[:, -1:]
+            setattr(self, name, new)
+
+
+def _group_by(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Groups of equal codes (N,), numbered in the order they first appear: (index of each
+    group's first element (G,) ascending, group of each element (N,))."""
+    order = np.argsort(codes, kind='stable')
+    new = _run_starts(codes[order])
+    if new.all():  # all distinct (the common case)
+        index = np.arange(len(codes))
+        return index, index
+    by_code = np.cumsum(new) - 1
+    first = order[new]
+    renumber = np.empty(len(first), dtype=np.int64)
+    renumber[np.argsort(first)] = np.arange(len(first))
+    group = np.empty(len(codes), dtype=np.int64)
+    group[order] = renumber[by_code]
+    return np.sort(first), group
+
+
+def _first_per_group(group: np.ndarray, num_groups: int, cost: np.ndarray) -> np.ndarray:
+    """Index of the lowest-cost element of each group 0..num_groups-1 (the first of equal
+    costs)."""
+    if num_groups == len(group):  # one element each
+        return np.argsort(group)
+    order = np.lexsort((cost, group))
+    return order[_run_starts(group[order])]
+
+
+def _unknown_to_zero(values: np.ndarray) -> np.ndarray:
+    """NaN (unknown) -> 0 in values that are finite otherwise (np.nan_to_num costs more)."""
+    return np.where(np.isnan(values), 0.0, values)
+
+
+def _label_in(label: np.ndarray, labels: tuple[int, ...]) -> np.ndarray:
+    """np.isin(label, labels) for a handful of labels, at a fraction of its cost."""
+    found = label == labels[0]
+    for value in labels[1:]:
+        found |= label == value
+    return found
+
+
+def _run_starts(*keys: np.ndarray) -> np.ndarray:
+    """(N,) True where a run of equal (key_1, key_2, ...) starts in the arrays (N,)."""
+    start = np.empty(len(keys[0]), dtype=bool)
+    start[:1] = True
+    np.not_equal(keys[0][1:], keys[0][:-1], out=start[1:])
+    for key in keys[1:]:
+        start[1:] |= key[1:] != key[:-1]
+    return start
 
 
 def _wrap(angle: np.ndarray | float) -> np.ndarray | float:
@@ -251,8 +372,14 @@ class Predictor:
         self.params = params or PredictorParams()
         self._tracks: dict[int, _Track] = {}
         self._last_stamp_s: float | None = None
-        self._sequence_cache: dict[tuple[int, int], list[_Sequence]] = {}
+        self._sequences = _SequenceTable()
         self._build_lanes()
+        # Sequence groups by (start lanelet, 20 m length bucket): sorted codes
+        # lanelet * _GROUP_BUCKETS + bucket (the last one a sentinel above all codes), and
+        # each group's first sequence table row and number of rows.
+        self._group_code = np.array([np.iinfo(np.int64).max])
+        self._group_first = np.zeros(1, dtype=np.int64)
+        self._group_count = np.zeros(1, dtype=np.int64)
         self._build_crosswalks()
 
     # ------------------------------------------------------------------------------------
@@ -388,8 +515,12 @@ class Predictor:
             half_wid.append(0.5 * width)
         self._cw_centre = np.array(centres).reshape(-1, 2)
         self._cw_axis = np.array(axes).reshape(-1, 2)
+        self._cw_normal = np.column_stack([-self._cw_axis[:, 1], self._cw_axis[:, 0]])
         self._cw_half_len = np.array(half_len)
         self._cw_half_wid = np.array(half_wid)
+        # Bounds how far any crosswalk extends from its centre (largest half length + half
+        # width).
+        self._cw_extent_m = float(np.max(half_len) + np.max(half_wid)) if centres else 0.0
 
     # ------------------------------------------------------------------------------------
     # Public API
@@ -438,17 +569,19 @@ class Predictor:
             [] for _ in range(len(table))]
         off_lane = self._predict_all(table, results)
         out = []
-        for row, modes in zip(table, results):
-            modes.sort(key=lambda m: -m[0])
-            modes = modes[:self.params.max_modes]
-            conf = np.array([m[0] for m in modes])
-            conf /= conf.sum()
+        max_modes = self.params.max_modes
+        for object_id, label, modes in zip(table[:, 0].tolist(), table[:, 1].tolist(),
+                                           results):
+            # Most confident first; a stable sort keeps equals in the order they were made.
+            modes.sort(key=_CONFIDENCE, reverse=True)
+            confidences, kinds, lanelet_ids, paths = zip(*modes[:max_modes])
+            conf = np.array(confidences)
+            conf /= np.add.reduce(conf)
             # np.array copies the (S, 3) paths into one (K, S, 3) block like np.stack, at a
             # third of its per-call cost (this runs once per object).
             out.append(ObjectPrediction(
-                object_id=int(row[0]), label=int(row[1]),
-                paths=np.array([m[3] for m in modes]), confidences=conf,
-                kinds=tuple(m[1] for m in modes), lanelet_ids=tuple(m[2] for m in modes)))
+                object_id=int(object_id), label=int(label), paths=np.array(paths),
+                confidences=conf, kinds=kinds, lanelet_ids=lanelet_ids))
         return PredictionOutput(out, times, nonfinite, duplicate, off_lane, rejected)
 
     # ------------------------------------------------------------------------------------
@@ -465,7 +598,7 @@ class Predictor:
             raise PredictionInputError(f'objects must have shape (N, 10) or (N, 12), got '
                                        f'{table.shape}')
         if table.shape[1] == 10:
-            table = np.column_stack([table, np.full((len(table), 2), np.nan)])
+            table = np.concatenate([table, np.full((len(table), 2), np.nan)], axis=1)
         required = table[:, :10]
         finite = np.all(np.isfinite(required), axis=1)
         finite &= (required[:, 0] >= 0) & (required[:, 0] == np.round(required[:, 0]))
@@ -474,9 +607,8 @@ class Predictor:
         table = table[finite]
         # Optional columns: anything not finite is unknown.
         table[:, 10:][~np.isfinite(table[:, 10:])] = np.nan
-        _, first = np.unique(table[:, 0], return_index=True)
         keep = np.zeros(len(table), dtype=bool)
-        keep[first] = True
+        keep[_group_by(table[:, 0])[0]] = True
         duplicate = int((~keep).sum())
         return table[keep], nonfinite, duplicate
 
@@ -510,21 +642,22 @@ class Predictor:
 
     def _history(self, table: np.ndarray) -> dict[str, np.ndarray]:
         """Per row: accel, yaw rate (NaN unknown), cruise speed, standing time."""
-        n = len(table)
-        accel, yaw_rate = table[:, 11].copy(), table[:, 10].copy()
-        cruise = np.maximum(table[:, 5], 0.0)
-        stand = np.zeros(n)
+        # Plain Python floats: numpy calls per object would cost more than the work.
+        accel, yaw_rate = table[:, 11].tolist(), table[:, 10].tolist()
+        cruise = np.maximum(table[:, 5], 0.0).tolist()
+        stand = [0.0] * len(table)
         for i, id_value in enumerate(table[:, 0].tolist()):
             track = self._tracks.get(int(id_value))
             if track is None or track.samples < 2:
                 continue
-            if np.isnan(accel[i]):
+            if math.isnan(accel[i]):
                 accel[i] = track.accel_mps2
-            if np.isnan(yaw_rate[i]):
+            if math.isnan(yaw_rate[i]):
                 yaw_rate[i] = track.yaw_rate_rps
             cruise[i] = max(cruise[i], track.cruise_mps)
             stand[i] = track.stand_s
-        return {'accel': accel, 'yaw_rate': yaw_rate, 'cruise': cruise, 'stand': stand}
+        return {'accel': np.array(accel), 'yaw_rate': np.array(yaw_rate),
+                'cruise': np.array(cruise), 'stand': np.array(stand)}
 
     # ------------------------------------------------------------------------------------
     # Lane search
@@ -567,8 +700,7 @@ class Predictor:
         order = np.lexsort((dist, lane, obj))
         obj, lane, seg, t, dist, rel, direction = (a[order] for a in
                                                    (obj, lane, seg, t, dist, rel, direction))
-        first_of_pair = np.r_[True, (obj[1:] != obj[:-1]) | (lane[1:] != lane[:-1])]
-        sel = np.flatnonzero(first_of_pair)
+        sel = np.flatnonzero(_run_starts(obj, lane))
         obj, lane, seg, t, dist, rel, direction = (a[sel] for a in
                                                    (obj, lane, seg, t, dist, rel, direction))
         seg_len = np.sqrt(self._seg_len2[seg])
@@ -578,23 +710,44 @@ class Predictor:
         return {'obj': obj, 'lane': lane, 'arc_m': arc, 'lateral_m': lateral,
                 'heading_rad': self._seg_heading[seg], 'dist_m': dist}
 
-    def _sequences(self, lane: int, need_m: float) -> list[_Sequence]:
-        """Successor sequences from the start of `lane` at least need_m long (cached)."""
-        bucket = int(math.ceil(max(need_m, 1.0) / 20.0))
-        key = (lane, bucket)
-        cached = self._sequence_cache.get(key)
-        if cached is not None:
-            return cached
+    def _candidate_sequences(self, lane: np.ndarray,
+                             bucket: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Successor sequences of candidates starting on `lane` that must reach bucket * 20 m:
+        (sequence table rows, candidate index), candidate by candidate in table order. Groups
+        not seen before are built now and kept."""
+        code = lane * _GROUP_BUCKETS + bucket
+        pos = np.searchsorted(self._group_code, code)
+        missing = self._group_code[pos] != code  # (the sentinel keeps pos in range)
+        if missing.any():
+            built = [(c, *self._build_sequences(*divmod(c, _GROUP_BUCKETS)))
+                     for c in dict.fromkeys(code[missing].tolist())]
+            codes, firsts, counts = (np.array(column, dtype=np.int64)
+                                     for column in zip(*built))
+            codes = np.concatenate([self._group_code, codes])
+            order = np.argsort(codes)
+            self._group_code = codes[order]
+            self._group_first = np.concatenate([self._group_first, firsts])[order]
+            self._group_count = np.concatenate([self._group_count, counts])[order]
+            pos = np.searchsorted(self._group_code, code)
+        counts = self._group_count[pos]
+        offset = np.repeat(self._group_first[pos] - (np.cumsum(counts) - counts), counts)
+        return offset + np.arange(int(counts.sum())), np.repeat(np.arange(len(lane)), counts)
+
+    def _build_sequences(self, lane: int, bucket: int) -> tuple[int, int]:
+        """Successor sequences from the start of `lane` at least bucket * 20 m long, added to
+        the sequence table; (first row, number of rows)."""
         need = bucket * 20.0
         p = self.params
-        done: list[_Sequence] = []
+        first = len(self._sequences)
+        done = 0
         stack = [((lane,), self._lane_len[lane], 0, 1.0)]
         while stack:
             lanes, length, forks, weight = stack.pop()
             last = lanes[-1]
             options = self._succ[last]
-            if length >= need or not options or len(done) + len(stack) >= _MAX_SEQUENCES:
-                done.append(self._make_sequence(lanes, weight, dead_end=not options))
+            if length >= need or not options or done + len(stack) >= _MAX_SEQUENCES:
+                self._add_sequence(lanes, weight, dead_end=not options)
+                done += 1
                 continue
             if len(options) == 1 or forks >= p.max_branch_forks:
                 choice = self._straightest(options)
@@ -606,8 +759,7 @@ class Predictor:
             for option, prior in zip(options, priors):
                 stack.append((lanes + (option,), length + self._lane_len[option], forks + 1,
                               weight * float(prior)))
-        self._sequence_cache[key] = done
-        return done
+        return first, done
 
     def _straightest(self, options: Sequence[int]) -> int:
         straight = [o for o in options if self._lane_turn[o] == 'straight']
@@ -615,16 +767,18 @@ class Predictor:
             return min(straight)
         return min(options, key=lambda o: (self._lane_abs_kappa[o], o))
 
-    def _make_sequence(self, lanes: tuple[int, ...], weight: float,
-                       dead_end: bool) -> _Sequence:
+    def _add_sequence(self, lanes: tuple[int, ...], weight: float, dead_end: bool) -> None:
         lengths = self._lane_len[list(lanes)]
         starts = np.concatenate([[0.0], np.cumsum(lengths)[:-1]])
-        turns = tuple((float(starts[k]), float(self._lane_abs_kappa[lane]))
-                      for k, lane in enumerate(lanes) if self._lane_turn[lane] != 'straight')
-        stops = tuple(float(starts[k] + s) for k, lane in enumerate(lanes)
-                      for s in self._stops[lane])
-        return _Sequence(lanes, starts, tuple(starts.tolist()), float(lengths.sum()), dead_end,
-                         weight, turns, stops)
+        stops = [float(starts[k] + s) for k, lane in enumerate(lanes) for s in self._stops[lane]]
+        turns = []
+        for k, lane in enumerate(lanes):
+            if self._lane_turn[lane] != 'straight':
+                entry_m = float(starts[k])
+                last_stop_m = max((s for s in stops if s <= entry_m + 1e-6), default=-math.inf)
+                turns.append((entry_m, float(self._lane_abs_kappa[lane]), last_stop_m))
+        self._sequences.add(lanes, starts.tolist(), float(lengths.sum()), dead_end, weight,
+                            turns, stops)
 
     # ------------------------------------------------------------------------------------
     # Prediction
@@ -637,7 +791,7 @@ class Predictor:
         speed = table[:, 5]
         history = self._history(table)
         matches = self._lane_matches(xy) if len(self._lane_ids) else None
-        lane_capable = np.isin(label, VEHICLE_LABELS + (BICYCLE,)) & \
+        lane_capable = _label_in(label, VEHICLE_LABELS + (BICYCLE,)) & \
             (speed >= -p.reverse_speed_mps)
         bicycle = np.flatnonzero(label == BICYCLE)
         if len(bicycle):
@@ -646,9 +800,9 @@ class Predictor:
         modes = self._lane_modes(table, history, matches, lane_capable)
         has_lane = np.zeros(n, dtype=bool)
         if modes is not None:
-            has_lane[np.unique(modes['obj'])] = True
+            has_lane[modes['obj']] = True
             self._integrate_and_emit(table, history, matches, modes, results)
-        vehicle = np.isin(label, VEHICLE_LABELS)
+        vehicle = _label_in(label, VEHICLE_LABELS)
         off_lane = int((vehicle & ~has_lane).sum())
         pedestrian_like = ~has_lane & ((label == PEDESTRIAN) | (label == BICYCLE))
         ctrv = ~has_lane & ~pedestrian_like
@@ -684,108 +838,116 @@ class Predictor:
         yaw_rate = history['yaw_rate'][obj]
         kappa = np.interp(self._lane_off[lane] + arc, self._pk_s, self._pk_k)
         known = ~np.isnan(yaw_rate)
-        logp = logp - 0.5 * np.where(known, ((np.nan_to_num(yaw_rate) - v_lon * kappa)
+        logp = logp - 0.5 * np.where(known, ((yaw_rate - v_lon * kappa)
                                              / p.yaw_rate_scale_rps) ** 2, 0.0)
         # Far enough for the fastest the vehicle may go within the horizon.
         limit = np.where(np.isfinite(self._lane_limit_mps[lane]),
                          self._lane_limit_mps[lane] * p.speed_limit_factor, 0.0)
         need = arc + np.maximum(v_lon, limit) * p.horizon_s + 10.0
+        cand, seq, prob = self._hypotheses(obj, lane, arc, need, v_lon, logp,
+                                           0.5 * table[obj, 8])
+        # Pad the sequences into (M, K) arrays, stations from the candidate's position.
+        seqs = self._sequences
+        width = int(seqs.num_lanes[seq].max())
+        stops_w = max(int(seqs.num_stops[seq].max()), 1) + 1
+        arc_c = arc[cand][:, None]
+        return {'obj': obj[cand], 'prob': prob, 'seq_lane': seqs.lanes[seq, :width],
+                'seq_start': seqs.starts_m[seq, :width] - arc_c,
+                'stops': seqs.stops_m[seq, :stops_w] - arc_c,
+                'total': seqs.length_m[seq] - arc[cand], 'dead_end': seqs.dead_end[seq],
+                'lat': lat[cand], 'heading_err': heading_err[cand], 'v_lon': v_lon[cand],
+                'v_lat': v_lat[cand], 'first_lane': lane[cand], 'arc': arc[cand]}
 
-        rows: dict[tuple, list] = {}
-        # Plain Python numbers: this loop touches a few candidates and sequences per object,
-        # where numpy calls on tiny arrays would cost more than the work.
-        obj_l, lane_l, arc_l = obj.tolist(), lane.tolist(), arc.tolist()
-        need_l, v_l, logp_l = need.tolist(), v_lon.tolist(), logp.tolist()
-        half_l = (0.5 * table[:, 8]).tolist()
-        lane_len = self._lane_len.tolist()
-        for k, (o, ln, arc_k) in enumerate(zip(obj_l, lane_l, arc_l)):
-            skip_first = lane_len[ln] - arc_k < _DEDUP_TAIL_M
-            horizon_end = need_l[k]
-            # Sequences that only differ beyond the horizon's reach are one hypothesis: their
-            # fork weights add up.
-            merged: dict[tuple[int, ...], list] = {}
-            for seq in self._sequences(ln, horizon_end):
-                # The same future seen from two candidates (the end of a lanelet and the
-                # start of its successor) is one mode too: key it by the lanelets it reaches.
-                key_lanes = seq.lanes[:bisect.bisect_left(seq.starts, horizon_end)]
-                if skip_first and len(key_lanes) > 1:
-                    key_lanes = key_lanes[1:]
-                weight = seq.weight
-                if seq.turns:
-                    weight *= self._turn_plausibility(seq, arc_k, v_l[k], half_l[o])
-                entry = merged.get(key_lanes)
-                if entry is None:
-                    merged[key_lanes] = [weight, seq]
-                else:
-                    entry[0] += weight
-                    if seq.weight > entry[1].weight:
-                        entry[1] = seq  # the likeliest continuation carries the geometry
-            for key_lanes, (weight, seq) in merged.items():
-                score = logp_l[k] + math.log(max(weight, 1e-12))
-                key = (o, key_lanes)
-                best = rows.get(key)
-                if best is None or score > best[0]:
-                    rows[key] = [score, k, seq]
-        if not rows:
-            return None
-        # Normalise per object; keep the most likely max_modes.
-        per_obj: dict[int, list] = {}
-        for (o, _), value in rows.items():
-            per_obj.setdefault(o, []).append(value)
-        chosen = []
-        for o, values in per_obj.items():
-            scores = [v[0] for v in values]
-            top = max(scores)
-            weights = [math.exp(x - top) for x in scores]
-            total_w = sum(weights)
-            ranked = sorted(range(len(values)), key=lambda i: -weights[i])[:p.max_modes]
-            keep = [i for i in ranked if weights[i] / total_w >= p.min_mode_probability] \
-                or ranked[:1]
-            for i in keep:
-                chosen.append((o, weights[i] / total_w, values[i][1], values[i][2]))
-        # Pad the sequences into (M, K) arrays: built as lists, converted once.
-        width = max(len(c[3].lanes) for c in chosen)
-        stops_w = max(max(len(c[3].stops_m) for c in chosen), 1) + 1
-        inf = math.inf
-        lanes_rows, start_rows, stop_rows = [], [], []
-        for o, _, k, seq in chosen:
-            arc_k = arc_l[k]
-            pad = width - len(seq.lanes)
-            lanes_rows.append(seq.lanes + (seq.lanes[-1],) * pad)
-            start_rows.append([x - arc_k for x in seq.starts] + [inf] * pad)
-            stop_rows.append([x - arc_k for x in seq.stops_m]
-                             + [inf] * (stops_w - len(seq.stops_m)))
-        seq_lane = np.array(lanes_rows, dtype=np.int64)
-        seq_start = np.array(start_rows)
-        stops = np.array(stop_rows)
-        cand = np.array([c[2] for c in chosen], dtype=np.int64)
-        mobj = np.array([c[0] for c in chosen], dtype=np.int64)
-        prob = np.array([c[1] for c in chosen])
-        total = np.array([c[3].length_m for c in chosen]) - arc[cand]
-        dead_end = np.array([c[3].dead_end for c in chosen], dtype=bool)
-        return {'obj': mobj, 'prob': prob, 'seq_lane': seq_lane, 'seq_start': seq_start,
-                'stops': stops, 'total': total, 'dead_end': dead_end, 'lat': lat[cand],
-                'heading_err': heading_err[cand], 'v_lon': v_lon[cand], 'v_lat': v_lat[cand],
-                'first_lane': lane[cand], 'arc': arc[cand]}
+    def _hypotheses(self, obj: np.ndarray, lane: np.ndarray, arc_m: np.ndarray,
+                    need_m: np.ndarray, v_mps: np.ndarray, logp: np.ndarray,
+                    half_length_m: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The modes of lane candidates (C,): object obj (sorted), lanelet lane (internal
+        index), station arc_m on it, the distance need_m to cover, speed along it v_mps,
+        log-likelihood logp, the object's half length -> (M,) the candidate, the sequence
+        table row and the probability of each mode, object by object, most likely first.
 
-    def _turn_plausibility(self, seq: _Sequence, arc_m: float, v_mps: float,
-                           half_length_m: float) -> float:
-        """1 unless a turn on the sequence must be taken faster than max_turn_lat_accel_mps2
+        All candidates x their successor sequences at once (P pairs). A pair's hypothesis is
+        the lanelets its sequence reaches within need_m; hypotheses of one candidate that reach
+        the same lanelets merge, the best candidate of an object per hypothesis stays, and each
+        object keeps its max_modes most likely ones. Ties keep the first in candidate and
+        sequence order.
+        """
+        p = self.params
+        # Every candidate with each of its successor sequences: P pairs, candidate by candidate.
+        # (fmin: a NaN or absurd need takes the largest bucket, longer than any map.)
+        bucket = np.fmin(np.ceil(np.maximum(need_m, 1.0) / 20.0),
+                         _GROUP_BUCKETS - 1).astype(np.int64)
+        q, pk = self._candidate_sequences(lane, bucket)
+        seqs = self._sequences
+        # A pair's hypothesis is the lanelets its sequence reaches within need_m; a
+        # candidate this close to its lanelet's end has its successors' future, the same as
+        # seen from their start: key it without the first lanelet.
+        reach = np.count_nonzero(seqs.starts_m[q] < need_m[pk, None], axis=1)
+        near_end = self._lane_len[lane] - arc_m < _DEDUP_TAIL_M
+        key = np.where(near_end[pk] & (reach > 1), seqs.tail_keys[q, reach], seqs.keys[q, reach])
+        weight = seqs.weight[q] * self._turn_plausibility(q, arc_m[pk], v_mps[pk],
+                                                          half_length_m[pk])
+        # Sequences of a candidate that only differ beyond the horizon's reach are one
+        # hypothesis: their fork weights add up (in sequence order), the likeliest one (the
+        # first of equals) carries the geometry. Hypotheses keep the order they first appear.
+        num_keys = len(seqs.key_ids)
+        first, group = _group_by(pk * num_keys + key)
+        h_weight = np.zeros(len(first))
+        np.add.at(h_weight, group, weight)
+        h_cand, h_key = pk[first], key[first]
+        h_seq = q[_first_per_group(group, len(first), -seqs.weight[q])]
+        h_score = logp[h_cand] + np.array(
+            [math.log(w) for w in np.maximum(h_weight, 1e-12).tolist()])
+        # The same hypothesis from two candidates of an object (the end of a lanelet and the
+        # start of its successor): the better scored candidate (the first of equals) stays.
+        h_obj = obj[h_cand]
+        first, group = _group_by(h_obj * num_keys + h_key)
+        best = _first_per_group(group, len(first), -h_score)
+        r_obj, r_cand, r_seq, r_score = h_obj[best], h_cand[best], h_seq[best], h_score[best]
+        # Normalise per object; keep the most likely max_modes above min_mode_probability (at
+        # least the most likely). Objects keep the order they first appear, their modes are
+        # ranked by weight (ties: first appearance). Lane matches come sorted by object and
+        # every step above keeps that order, so an object's modes are one run.
+        group = np.cumsum(_run_starts(r_obj)) - 1
+        count = np.bincount(group)
+        top = np.full(len(count), -np.inf)
+        np.maximum.at(top, group, r_score)
+        # math.exp and math.log (not their numpy versions) keep results independent of the
+        # SIMD code numpy picks for the CPU.
+        mode_weight = np.array([math.exp(x) for x in (r_score - top[group]).tolist()])
+        total_weight = np.zeros(len(count))
+        np.add.at(total_weight, group, mode_weight)
+        ranked = np.lexsort((-mode_weight, group))
+        run_start = np.cumsum(count) - count
+        rank = np.arange(len(ranked)) - np.repeat(run_start, count)
+        prob = mode_weight[ranked] / total_weight[group[ranked]]
+        keep = (rank < p.max_modes) & (prob >= p.min_mode_probability)
+        keep[run_start] |= ~np.logical_or.reduceat(keep, run_start)
+        chosen = ranked[keep]
+        return r_cand[chosen], r_seq[chosen], prob[keep]
+
+    def _turn_plausibility(self, seq: np.ndarray, arc_m: np.ndarray, v_mps: np.ndarray,
+                           half_length_m: np.ndarray) -> np.ndarray:
+        """(P,) factors for sequence table rows `seq` seen from stations arc_m at speeds v_mps:
+        1 unless a turn on the sequence must be taken faster than max_turn_lat_accel_mps2
         (after comfortable braking, or from standstill when a stop line still to be served
         comes first)."""
         p = self.params
-        factor = 1.0
-        for entry_m, kappa in seq.turns:
-            distance = entry_m - arc_m
-            if distance < 0.0 or kappa <= 0.0:
-                continue  # already turning: the heading and yaw rate terms decide
-            if any(s - arc_m - half_length_m > -_LINE_PASSED_M and s <= entry_m + 1e-6
-                   for s in seq.stops_m):
-                continue
-            v2 = max(v_mps * v_mps - 2.0 * p.comfort_decel_mps2 * distance, 0.0)
-            excess = v2 * kappa - p.max_turn_lat_accel_mps2
-            if excess > 0.0:
-                factor *= math.exp(-excess / p.turn_lat_accel_scale_mps2)
+        seqs = self._sequences
+        distance = seqs.turn_entry_m[seq] - arc_m[:, None]
+        kappa = seqs.turn_kappa[seq]
+        # Turns already entered (the heading and yaw rate terms decide) and turns behind a
+        # stop line not yet passed are plausible.
+        stop_first = seqs.turn_stop_m[seq] - arc_m[:, None] - half_length_m[:, None] > \
+            -_LINE_PASSED_M
+        v2 = np.maximum(v_mps[:, None] * v_mps[:, None]
+                        - 2.0 * p.comfort_decel_mps2 * distance, 0.0)
+        excess = v2 * kappa - p.max_turn_lat_accel_mps2
+        too_fast = (distance >= 0.0) & (kappa > 0.0) & ~stop_first & (excess > 0.0)
+        factor = np.ones(len(seq))
+        # Few turns are too fast: a scalar product in turn order.
+        for row, col in zip(*np.nonzero(too_fast)):
+            factor[row] *= math.exp(-excess[row, col] / p.turn_lat_accel_scale_mps2)
         return factor
 
     def _leaders(self, table, matches, modes) -> tuple[np.ndarray, np.ndarray]:
@@ -835,7 +997,7 @@ class Predictor:
             return lead_s, lead_obj
         order = np.lexsort((station, mode))
         mode, other, station = mode[order], other[order], station[order]
-        first = np.r_[True, mode[1:] != mode[:-1]]
+        first = _run_starts(mode)
         lead_s[mode[first]] = station[first]
         lead_obj[mode[first]] = other[first]
         return lead_s, lead_obj
@@ -846,7 +1008,7 @@ class Predictor:
         p = self.params
         o = modes['obj']
         v = modes['v_lon']
-        accel = np.nan_to_num(history['accel'][o])
+        accel = _unknown_to_zero(history['accel'][o])
         # IDM free road a = a_max (1 - (v/v0)^4) solved for v0 (capped: at full acceleration
         # the desired speed is unobservable; the lane limit bounds it below).
         ratio = np.clip(accel / p.max_accel_mps2, 0.0, _MAX_ACCEL_RATIO)
@@ -872,7 +1034,7 @@ class Predictor:
         # objects) hold their place.
         top_mode = np.full(len(table), -1, dtype=np.int64)
         order = np.lexsort((-modes['prob'], o))
-        first = order[np.r_[True, o[order][1:] != o[order][:-1]]]
+        first = order[_run_starts(o[order])]
         top_mode[o[first]] = first
         lead_mode = np.where(lead_obj >= 0, top_mode[np.maximum(lead_obj, 0)], -1)
         has_lead = lead_obj >= 0
@@ -880,8 +1042,13 @@ class Predictor:
 
         dt = p.integration_step_s
         steps = int(math.ceil(p.horizon_s / dt - 1e-9))
-        s = np.zeros(m)
-        v = modes['v_lon'].copy()
+        # Stations and speeds carry a trailing zero: a mode without a moving leader reads
+        # that, so the leader's station and speed are one gather each.
+        s_hist = np.zeros((steps + 1, m + 1))  # station per step (row) and mode
+        v_ext = np.zeros(m + 1)
+        v_ext[:m] = modes['v_lon']
+        v = v_ext[:m]
+        lead_at = np.where(lead_mode >= 0, lead_mode, m)
         stops = modes['stops']
         last_stop = stops.shape[1] - 1
         rows = np.arange(m)
@@ -901,52 +1068,50 @@ class Predictor:
         at_line = (v < _SNAP_SPEED_MPS) & (np.abs(to_line) < 1.0)
         dwell[at_line] = np.maximum(p.stop_dwell_s - history['stand'][o[at_line]], 0.0)
         end_base = np.where(modes['dead_end'], modes['total'], np.inf) + p.min_gap_m
-        s_hist = np.zeros((m, steps + 1))
         sqrt_ab = 2.0 * math.sqrt(p.max_accel_mps2 * p.comfort_decel_mps2)
         v0_safe = np.maximum(v0, 1e-3)
         stand_target = v0 <= 1e-3
         any_stand_target = bool(stand_target.any())
-        lead_index = np.maximum(lead_mode, 0)
-        lead_moves = lead_mode >= 0
         lead_base = np.where(has_lead, lead_s0 - lead_half, np.inf)
-        any_lead = bool(has_lead.any())
         brake_2 = 2.0 * p.max_decel_mps2
         # The step runs once per integration step for all modes of all objects at once, so
         # its cost is the number of numpy calls: state that only changes at events (the
-        # next stop line, who is dwelling) is kept between steps, and work whose inputs did
-        # not change is skipped. Every per-mode value is computed with the same operations in
-        # the same order as the plain IDM formulas, so the results are bit for bit the same.
+        # next stop line, who is dwelling) is kept between steps, work whose inputs did not
+        # change is skipped, and the two obstacles of the IDM interaction term (row 0: the
+        # stop line or dead end, row 1: the leader; none: an infinite gap) are one (2, M)
+        # array. Every per-mode value is computed with the same operations in the same order
+        # as the plain IDM formulas, so the results are bit for bit the same.
+        gaps = np.empty((2, m))
+        obstacle_v = np.zeros((2, m))  # row 0: the line and the dead end stand still
         line = stops[rows, next_stop]
         dwelling = ~np.isnan(dwell)
-        any_dwelling = bool(dwelling.any())
+        any_dwelling = np.count_nonzero(dwelling) > 0
         not_dwelling = ~dwelling
         with np.errstate(divide='ignore', invalid='ignore', over='ignore'):
             for step in range(steps):
+                s_ext = s_hist[step]
+                s = s_ext[:m]
                 front = s + half_len
                 v2 = v * v
                 to_line = line - front
                 # (A line at inf never compares greater, so no finiteness test is needed.)
                 skip = v2 > brake_2 * np.maximum(to_line, 1e-3)
                 skip &= not_dwelling
-                if skip.any():
+                if np.count_nonzero(skip):
                     next_stop = np.minimum(next_stop + skip, last_stop)
                     line = stops[rows, next_stop]
                     to_line = line - front
-                # IDM interaction term max over the obstacles (leader, stop line, dead end)
-                # of (desired gap / gap)^2: all ratios are >= 0, so the max can be taken
-                # before squaring, and the stop line and the dead end share the desired gap
-                # (both stand still), so only the nearer of them matters.
+                # IDM interaction term: max over the obstacles of (desired gap / gap)^2; all
+                # ratios are >= 0, so the max can be taken before squaring, and the stop
+                # line and the dead end share the desired gap (both stand still), so only
+                # the nearer of them matters.
                 v_gap = v * p.time_gap_s
-                static_gap = np.minimum(to_line + p.min_gap_m, end_base - front)
-                desired = p.min_gap_m + np.maximum(0.0, v_gap + v2 / sqrt_ab)
-                ratio = desired / np.maximum(static_gap, 1e-3)
-                if any_lead:
-                    lead_v = np.where(lead_moves, v[lead_index], 0.0)
-                    lead_gap = lead_base + np.where(lead_moves, s[lead_index], 0.0) - front
-                    desired_lead = p.min_gap_m + np.maximum(
-                        0.0, v_gap + v * (v - lead_v) / sqrt_ab)
-                    np.maximum(ratio, desired_lead / np.maximum(lead_gap, 1e-3), out=ratio)
-                    static_gap = np.minimum(static_gap, lead_gap)
+                np.minimum(to_line + p.min_gap_m, end_base - front, out=gaps[0])
+                np.subtract(lead_base + s_ext[lead_at], front, out=gaps[1])
+                np.take(v_ext, lead_at, out=obstacle_v[1])
+                desired = p.min_gap_m + np.maximum(0.0, v_gap + v * (v - obstacle_v) / sqrt_ab)
+                ratio = np.maximum.reduce(desired / np.maximum(gaps, 1e-3))
+                static_gap = np.minimum.reduce(gaps)
                 free = 1.0 - (v / v0_safe) ** 4
                 if any_stand_target:
                     free[stand_target] = -1.0
@@ -956,50 +1121,57 @@ class Predictor:
                 free_m = np.maximum(static_gap - p.min_gap_m, 0.0)
                 v_dt = v * dt
                 neg_v2 = -v2
-                cap = np.where(v_dt > 2.0 * free_m,
-                               neg_v2 / (2.0 * np.maximum(free_m, 1e-9)),
+                # (Scaling by 2 or 0.5 is exact: 2 max(f, 1e-9) = max(2 f, 2e-9) and
+                # 0.5 a dt dt = 0.5 (a dt) dt, bit for bit.)
+                free_2 = 2.0 * free_m
+                cap = np.where(v_dt > free_2, neg_v2 / np.maximum(free_2, 2e-9),
                                2.0 * (free_m - v_dt) / (dt * dt))
+                # (accel <= max_accel_mps2 already: free <= 1.)
                 np.minimum(accel, cap, out=accel)
                 np.maximum(accel, -p.max_decel_mps2, out=accel)
-                np.minimum(accel, p.max_accel_mps2, out=accel)
                 if any_dwelling:
                     np.minimum(accel, 0.0, out=accel, where=dwelling)
-                v_new = v + accel * dt
-                ds = np.where(v_new < 0.0, neg_v2 / (2.0 * np.minimum(accel, -1e-9)),
-                              v_dt + 0.5 * accel * dt * dt)
-                s = s + np.maximum(ds, 0.0)
-                v = np.maximum(v_new, 0.0)
+                a_dt = accel * dt
+                v_new = v + a_dt
+                ds = v_dt + 0.5 * a_dt * dt
+                stopping = v_new < 0.0
+                if np.count_nonzero(stopping):  # standstill within the step: that distance
+                    ds = np.where(stopping, neg_v2 / (2.0 * np.minimum(accel, -1e-9)), ds)
+                s = np.add(s, np.maximum(ds, 0.0), out=s_hist[step + 1, :m])
+                np.maximum(v_new, 0.0, out=v)
                 arrived = v < _SNAP_SPEED_MPS
                 arrived &= not_dwelling
-                if arrived.any():
+                any_arrived = np.count_nonzero(arrived) > 0
+                if any_arrived:
                     arrived &= np.abs(line - s - half_len) < _SNAP_DISTANCE_M
+                    any_arrived = np.count_nonzero(arrived) > 0
                 if any_dwelling:
                     np.subtract(dwell, dt, out=dwell, where=dwelling)
                     released = dwelling & (dwell <= 1e-9)
-                    if released.any():
+                    if np.count_nonzero(released):
                         next_stop = np.minimum(next_stop + released, last_stop)
                         line = stops[rows, next_stop]
                         dwell[released] = np.nan
                         dwelling &= ~released
-                if arrived.any():
+                if any_arrived:
                     v[arrived] = 0.0
                     dwell[arrived] = p.stop_dwell_s
                     dwelling |= arrived
-                if any_dwelling or arrived.any():
+                if any_dwelling or any_arrived:
                     np.logical_not(dwelling, out=not_dwelling)
-                    any_dwelling = bool(dwelling.any())
-                s_hist[:, step + 1] = s
+                    any_dwelling = np.count_nonzero(dwelling) > 0
         # Stations at the output times.
         pos = self.times_s / dt
         lo = np.minimum(np.floor(pos).astype(np.int64), steps)
         hi = np.minimum(lo + 1, steps)
         frac = pos - lo
-        stations = s_hist[:, lo] * (1.0 - frac) + s_hist[:, hi] * frac
+        stations = s_hist[lo, :m].T * (1.0 - frac) + s_hist[hi, :m].T * frac
         paths = self._lane_geometry(modes, stations)
         counts = np.isfinite(modes['seq_start']).sum(axis=1).tolist()
         ids = self._lane_ids[modes['seq_lane']].tolist()
-        for i, (owner, prob) in enumerate(zip(o.tolist(), modes['prob'].tolist())):
-            results[owner].append((prob, MODE_LANE, tuple(ids[i][:counts[i]]), paths[i]))
+        for owner, prob, lanes, count, path in zip(o.tolist(), modes['prob'].tolist(), ids,
+                                                   counts, paths):
+            results[owner].append((prob, MODE_LANE, tuple(lanes[:count]), path))
 
     def _lane_geometry(self, modes, stations: np.ndarray) -> np.ndarray:
         """(M, S) stations along each mode -> (M, S, 3) poses: centreline + converging lateral
@@ -1018,8 +1190,9 @@ class Predictor:
         x = np.interp(packed, self._pk_s, self._pk_x)
         y = np.interp(packed, self._pk_s, self._pk_y)
         heading = np.interp(packed, self._pk_hs, self._pk_h)
-        x = x + beyond * np.cos(heading)
-        y = y + beyond * np.sin(heading)
+        cos_h, sin_h = np.cos(heading), np.sin(heading)
+        x = x + beyond * cos_h
+        y = y + beyond * sin_h
         d0 = modes['lat'][:, None]
         slope0 = np.tan(np.clip(modes['heading_err'], -0.5, 0.5))[:, None]
         speed = np.maximum(modes['v_lon'], 2.0)
@@ -1027,22 +1200,24 @@ class Predictor:
                              p.lane_change_time_s, p.convergence_time_s)
         conv = np.clip(speed * time_conv, p.min_convergence_m, p.max_convergence_m)[:, None]
         u = np.clip(stations / conv, 0.0, 1.0)
-        h00 = 2 * u ** 3 - 3 * u ** 2 + 1
-        h10 = u ** 3 - 2 * u ** 2 + u
+        u2, u3 = u ** 2, u ** 3
+        h00 = 2 * u3 - 3 * u2 + 1
+        h10 = u3 - 2 * u2 + u
         d = d0 * h00 + slope0 * conv * h10
-        d_slope = (d0 * (6 * u ** 2 - 6 * u) / conv + slope0 * (3 * u ** 2 - 4 * u + 1))
+        d_slope = (d0 * (6 * u2 - 6 * u) / conv + slope0 * (3 * u2 - 4 * u + 1))
         d_slope = np.where(u < 1.0, d_slope, 0.0)
-        x = x - d * np.sin(heading)
-        y = y + d * np.cos(heading)
-        yaw = _wrap(heading + np.arctan(d_slope))
-        return np.stack([x, y, yaw], axis=-1)
+        poses = np.empty((m, s_count, 3))
+        np.subtract(x, d * sin_h, out=poses[..., 0])
+        np.add(y, d * cos_h, out=poses[..., 1])
+        poses[..., 2] = _wrap(heading + np.arctan(d_slope))
+        return poses
 
     def _emit_ctrv(self, table, history, rows: np.ndarray, results) -> None:
         """Constant turn rate and velocity along the heading (signed speed: reversing)."""
         t = self.times_s[None, :]
         x0, y0, yaw0 = table[rows, 2:3], table[rows, 3:4], table[rows, 4:5]
         speed = table[rows, 5:6]
-        omega = np.nan_to_num(history['yaw_rate'][rows])[:, None]
+        omega = _unknown_to_zero(history['yaw_rate'][rows])[:, None]
         omega = np.where(np.abs(speed) < self.params.stopped_speed_mps, 0.0, omega)
         yaw = yaw0 + omega * t
         small = np.abs(omega) < 1e-4
@@ -1084,14 +1259,12 @@ class Predictor:
         road from its centre, w along the road)."""
         p = self.params
         # Only crosswalks a pedestrian could reach matter (keeps (P, C) small in big towns).
-        reach_m = p.crosswalk_approach_m + p.crosswalk_edge_m + float(
-            np.max(self._cw_half_len) + np.max(self._cw_half_wid))
+        reach_m = p.crosswalk_approach_m + p.crosswalk_edge_m + self._cw_extent_m
         near = np.all((self._cw_centre >= xy.min(axis=0) - reach_m)
                       & (self._cw_centre <= xy.max(axis=0) + reach_m), axis=1)
         if not near.any():
             return
-        centre, axis = self._cw_centre[near], self._cw_axis[near]
-        normal = np.column_stack([-axis[:, 1], axis[:, 0]])
+        centre, axis, normal = self._cw_centre[near], self._cw_axis[near], self._cw_normal[near]
         half_len, half_wid = self._cw_half_len[near][None, :], self._cw_half_wid[near][None, :]
         rel = xy[:, None, :] - centre[None, :, :]
         u = np.einsum('pcj,cj->pc', rel, axis)

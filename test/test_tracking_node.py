@@ -132,9 +132,9 @@ def test_bad_input_reports_diagnostics_and_empty_input_gives_empty_output(graph)
     wrong.header.frame_id = 'lidar_top'
     objects.publish(wrong)
     assert _spin_until(executor, lambda: reported("frame 'lidar_top'"))
-    # base_link detections without any odometry: rejected with a reason.
+    # base_link detections without any odometry wait for the odometry of their stamp ...
     objects.publish(_car_ahead(1_100_000_000, 'base_link'))
-    assert _spin_until(executor, lambda: reported('no ego pose'))
+    assert _spin_until(executor, lambda: node._pending is not None)
     assert outputs == []
     # A NaN detection is dropped and reported; the frame is still published (empty).
     nan_msg = _car_ahead(1_200_000_000, 'map')
@@ -142,6 +142,11 @@ def test_bad_input_reports_diagnostics_and_empty_input_gives_empty_output(graph)
     objects.publish(nan_msg)
     assert _spin_until(executor, lambda: len(outputs) == 1)
     assert outputs[0].objects == [] and stamp_to_ns(outputs[0].header.stamp) == 1_200_000_000
+    # ... and, when the next frame comes first, are processed then: rejected (no ego pose),
+    # counted as unsynced.
+    assert node.tracker.stats.rejected_frames == 2
+    assert node.unsynced == 1 and node._pending is None
+    assert _spin_until(executor, lambda: reported('processed before the odometry'))
     assert _spin_until(executor, lambda: reported('1 non-finite detections dropped'))
     # An empty frame gives an empty output with its stamp.
     empty = DetectedObjects()

@@ -5,8 +5,10 @@ setup.py turns each into a console script in lib/robotaxi_stack (found by `ros2 
 """
 
 NODE_EXECUTABLES = {
+    'camera_detector_node': 'robotaxi_stack.perception.camera_detector_node',
     'fusion_node': 'robotaxi_stack.perception.fusion_node',
     'health_monitor_node': 'robotaxi_stack.system.health_monitor_node',
+    'lidar_detector_node': 'robotaxi_stack.perception.lidar_detector_node',
     'lidar_obstacle_node': 'robotaxi_stack.perception.lidar_obstacle_node',
     'simulator_node': 'robotaxi_stack.sim.simulator_node',
     'mission_node': 'robotaxi_stack.planning.mission_node',

@@ -31,6 +31,7 @@ TOPIC_MISSION = '/planning/mission_status'
 TOPIC_MRM = '/system/mrm_state'
 TOPIC_TRACKED = '/perception/tracked_objects'
 TOPIC_DETECTED = '/perception/objects'
+TRACKING_RANGE_M = 50.0  # tracking is scored against the actors within this of the ego
 # Outputs whose header.stamp is the stamp of the sensor data they derive from, in the order
 # the end-to-end latency is taken from (the last stage of the chain that exists).
 LATENCY_TOPICS = ('/control/command', '/planning/trajectory', '/prediction/objects',
@@ -245,19 +246,32 @@ def _scenario_town(scenario: Scenario) -> maps.Town:
 
 
 def _tracking_metrics(series: Series) -> dict:
+    """CLEAR MOT of /perception/tracked_objects against the actors within TRACKING_RANGE_M of
+    the ego (farther actors are out of sensor reach; tracks there are not scored either).
+    Tracks of solid scenery (kerbs, poles, walls the clustering reports as UNKNOWN) count as
+    false positives: the actors are the only ground truth."""
     gt_by_t = {round(t, 6): objs for t, objs in zip(series.gt_t_s, series.gt_objects)}
     frames = []
     for t, ids, xy in series.objects[TOPIC_TRACKED]:
         objs = gt_by_t.get(round(t, 6))
         if objs is None:
             continue
-        gt_ids = sorted(objs)
+        index = min(int(np.searchsorted(series.t_s, t)), len(series.t_s) - 1)
+        ego_xy = series.xy_m[index]
+        gt_ids = [i for i in sorted(objs)
+                  if math.hypot(objs[i][0] - ego_xy[0], objs[i][1] - ego_xy[1])
+                  <= TRACKING_RANGE_M]
         gt_xy = np.array([objs[i][:2] for i in gt_ids]).reshape(-1, 2)
-        frames.append(m.MotFrame(gt_ids, gt_xy, list(ids), xy))
+        hyp_xy = np.asarray(xy, dtype=float).reshape(-1, 2)
+        near = np.hypot(*(hyp_xy - ego_xy).T) <= TRACKING_RANGE_M
+        frames.append(m.MotFrame(gt_ids, gt_xy, [i for i, k in zip(ids, near) if k],
+                                 hyp_xy[near]))
     if not frames:
         return {}
     mot = m.clear_mot(frames)
-    return {'mota': mot.mota, 'id_switches': mot.id_switches}
+    return {'mota': mot.mota, 'id_switches': mot.id_switches, 'misses': mot.misses,
+            'false_positives': mot.false_positives, 'ground_truth_objects': mot.num_gt,
+            'range_m': TRACKING_RANGE_M}
 
 
 def write_summary(path: str | pathlib.Path, series: Series, scenario: Scenario, town: Any,

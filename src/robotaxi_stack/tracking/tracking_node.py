@@ -13,6 +13,11 @@ gives the coasting tracks, possibly none). A frame that is rejected (unsupported
 ego pose for base_link, duplicate stamp, older than max_out_of_order_s) or a late frame that
 was merged into the history publishes nothing: its stamp was already superseded downstream.
 Rejections, dropped detections and defaulted covariances raise WARN diagnostics with counts.
+
+base_link detections newer than the newest odometry wait for the odometry of their stamp: both
+come from the same sensor instant, but the executor may take the objects first when this node
+was busy (seen as "no ego pose" rejections, 22 in one closed-loop ride). A frame still waiting
+when the next arrives is processed then (and rejected if its pose never came), counted.
 """
 
 from __future__ import annotations
@@ -160,6 +165,9 @@ class TrackingNode(Node):
         self.tracker = Tracker(core_params(self.params))
         self.diagnostics = NodeDiagnostics(self, period_s=self.params.diagnostics_period_s)
         self.published = 0
+        self._newest_pose_ns = -1
+        self._pending: DetectedObjects | None = None  # waiting for the odometry of its stamp
+        self.unsynced = 0
         self._publisher = self.create_publisher(TrackedObjects, '~/output/objects',
                                                 objects_qos())
         self.create_subscription(DetectedObjects, '~/input/objects', self._on_objects,
@@ -175,11 +183,29 @@ class TrackingNode(Node):
                                        _yaw(pose.orientation))
         if ok:
             self.diagnostics.health.clear('odometry')
+            self._newest_pose_ns = max(self._newest_pose_ns, stamp_to_ns(msg.header.stamp))
+            pending = self._pending
+            if pending is not None and stamp_to_ns(pending.header.stamp) <= self._newest_pose_ns:
+                self._pending = None
+                self._process(pending)
         else:
             self.diagnostics.health.set('odometry', WARN, 'non-finite or repeated odometry '
                                         'ignored')
 
     def _on_objects(self, msg: DetectedObjects) -> None:
+        if self._pending is not None:
+            self.unsynced += 1
+            self.diagnostics.health.set('odometry_sync', WARN, f'{self.unsynced} frames '
+                                        'processed before the odometry of their stamp')
+            pending, self._pending = self._pending, None
+            self._process(pending)
+        if (msg.header.frame_id == 'base_link'
+                and stamp_to_ns(msg.header.stamp) > self._newest_pose_ns):
+            self._pending = msg
+            return
+        self._process(msg)
+
+    def _process(self, msg: DetectedObjects) -> None:
         stamp_ns = stamp_to_ns(msg.header.stamp)
         with self.diagnostics.timer.measure():
             result = self.tracker.update(stamp_ns / NS_PER_S, detections_from_msg(msg))

@@ -255,3 +255,19 @@ def test_a_lone_object_near_but_not_on_a_lane_gets_a_fallback_mode(predictor):
         out = predictor.predict(np.array([_row(7, CAR, 60.0, float(y), 0.0, 0.0)]))
         assert len(out.objects) == 1
         assert out.objects[0].confidences.sum() == pytest.approx(1.0)
+
+
+def test_unknown_objects_wholly_off_the_road_are_dropped(town):
+    """A wall cluster with a spurious speed goes; debris on the road and an unknown object
+    reaching onto the road stay; a classified pedestrian on the sidewalk stays."""
+    rows = np.array([
+        _row(1, 0, 60.0, -9.0, 0.0, 20.0, length=0.3, width=0.3),     # wall, "20 m/s"
+        _row(2, 0, 60.0, EAST_LANE_Y, 0.0, 0.0, length=0.5, width=0.5),  # debris in the lane
+        _row(3, 0, 60.0, -4.0, 0.0, 0.0, length=1.0, width=1.5),      # reaches onto the road
+        _row(4, 6, 60.0, -5.0, 0.0, 0.0, length=0.6, width=0.6)])      # pedestrian, sidewalk
+    result = Predictor(town).predict(rows)
+    assert [p.object_id for p in result.objects] == [2, 3, 4]
+    assert result.dropped_offroad_unknown == 1
+    kept = Predictor(town, PredictorParams(drop_offroad_unknown=False)).predict(rows)
+    assert [p.object_id for p in kept.objects] == [1, 2, 3, 4]
+    assert kept.dropped_offroad_unknown == 0

@@ -148,6 +148,7 @@ class PredictionNode(Node):
         values['dropped_nonfinite'] = str(result.dropped_nonfinite)
         values['dropped_duplicate'] = str(result.dropped_duplicate)
         values['off_lane_vehicles'] = str(result.off_lane)
+        values['dropped_offroad_unknown'] = str(result.dropped_offroad_unknown)
 
     def _history_stamp(self, stamp_ns: int) -> float | None:
         """The stamp for the core's history, or None for a stamp that went back (then the

@@ -148,6 +148,9 @@ class PredictorParams:
                                             description='decay of the remembered cruise speed')
     history_timeout_s: float = param(2.0, min=0.1, max=60.0,
                                      description='forget an object not seen this long')
+    drop_offroad_unknown: bool = param(True, description='drop UNKNOWN objects whose footprint '
+                                       'lies wholly off the road surface (walls, kerbs, '
+                                       'sidewalk clutter the clustering reports)')
     # pedestrians
     walk_speed_mps: float = param(1.4, min=0.3, max=4.0,
                                   description='speed of a pedestrian starting to cross')
@@ -214,6 +217,7 @@ class PredictionOutput:
     dropped_duplicate: int = 0
     off_lane: int = 0
     stamp_rejected: bool = False
+    dropped_offroad_unknown: int = 0
 
 
 @dataclasses.dataclass
@@ -563,8 +567,13 @@ class Predictor:
         """
         table, nonfinite, duplicate, rejected = self.observe(objects, stamp_s)
         times = self.times_s
+        offroad = 0
+        if self.params.drop_offroad_unknown and len(table):
+            keep = self._not_offroad_unknown(table)
+            offroad = int((~keep).sum())
+            table = table[keep]
         if len(table) == 0:
-            return PredictionOutput([], times, nonfinite, duplicate, 0, rejected)
+            return PredictionOutput([], times, nonfinite, duplicate, 0, rejected, offroad)
         results: list[list[tuple[float, str, tuple[int, ...], np.ndarray]]] = [
             [] for _ in range(len(table))]
         off_lane = self._predict_all(table, results)
@@ -582,7 +591,27 @@ class Predictor:
             out.append(ObjectPrediction(
                 object_id=int(object_id), label=int(label), paths=np.array(paths),
                 confidences=conf, kinds=kinds, lanelet_ids=lanelet_ids))
-        return PredictionOutput(out, times, nonfinite, duplicate, off_lane, rejected)
+        return PredictionOutput(out, times, nonfinite, duplicate, off_lane, rejected, offroad)
+
+    def _not_offroad_unknown(self, table: np.ndarray) -> np.ndarray:
+        """(N,) bool: False for UNKNOWN objects with no footprint corner and not the centre on
+        the road. LiDAR clusters of walls and kerb edges are such objects; their centroids
+        jitter, so a tracker gives them speeds (20 m/s seen) that would cross the ego's path
+        in prediction. Debris on the road, and anything reaching onto it, stays."""
+        unknown = np.flatnonzero(table[:, 1] == UNKNOWN)
+        keep = np.ones(len(table), dtype=bool)
+        if len(unknown) == 0:
+            return keep
+        rows = table[unknown]
+        cos, sin = np.cos(rows[:, 4]), np.sin(rows[:, 4])
+        half_l, half_w = 0.5 * rows[:, 8], 0.5 * rows[:, 9]
+        points = [rows[:, 2:4]]
+        for sl, sw in ((1, 1), (1, -1), (-1, 1), (-1, -1)):
+            points.append(np.stack([rows[:, 2] + sl * half_l * cos - sw * half_w * sin,
+                                    rows[:, 3] + sl * half_l * sin + sw * half_w * cos], axis=1))
+        on_road = is_on_road(self.town, np.concatenate(points)).reshape(5, -1).any(axis=0)
+        keep[unknown] = on_road
+        return keep
 
     # ------------------------------------------------------------------------------------
     # Input and history

@@ -248,3 +248,14 @@ def test_one_node_name_in_exclusive_variants_resolves_to_one_node(tmp_path):
         args = graph.resolve_arguments({'perception': perception})
         specs = graph.resolve_graph(nodes, args, tmp_path)
         assert [(s.name, s.remaps) for s in specs] == [('a', (('~/input/x', topic),))]
+
+
+def test_share_dir_without_an_ament_environment_falls_back_to_the_checkout(monkeypatch):
+    from robotaxi_stack.common import paths
+    monkeypatch.delenv('AMENT_PREFIX_PATH', raising=False)
+    paths.share_dir.cache_clear()
+    try:
+        assert paths.share_dir() == paths.SOURCE_ROOT
+        assert (paths.share_dir() / 'config' / 'stack.yaml').is_file()
+    finally:
+        paths.share_dir.cache_clear()

@@ -20,7 +20,7 @@ def share_dir() -> pathlib.Path:
                                                  get_package_share_directory)
         try:
             return pathlib.Path(get_package_share_directory(PACKAGE))
-        except PackageNotFoundError:
+        except (PackageNotFoundError, OSError):  # OSError: no AMENT_PREFIX_PATH at all
             pass
     except ImportError:
         pass

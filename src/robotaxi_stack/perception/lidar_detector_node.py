@@ -30,7 +30,7 @@ import numpy as np
 from rclpy.node import Node
 from sensor_msgs.msg import PointCloud2
 
-from robotaxi_msgs.msg import DetectedObject, DetectedObjects, ObjectClass
+from robotaxi_msgs.msg import DetectedObjects
 from robotaxi_stack.common.diagnostics import ERROR, WARN, NodeDiagnostics
 from robotaxi_stack.common.node_main import run_node
 from robotaxi_stack.common.params import ParameterError, declare_node_parameters, param
@@ -40,7 +40,8 @@ from robotaxi_stack.common.stamps import NS_PER_S, stamp_to_ns
 from robotaxi_stack.perception.inference import InferenceError
 from robotaxi_stack.perception.lidar_detector import (LidarDetector, LidarDetectorParams,
                                                       LidarObjects, merge_with_clusters)
-from robotaxi_stack.perception.lidar_obstacle_node import BASE_LINK, position_covariances
+from robotaxi_stack.perception.lidar_obstacle_node import (BASE_LINK, detected_objects,
+                                                      position_covariances)
 from robotaxi_stack.perception.obstacles import ObstacleDetector, ObstacleParams
 from robotaxi_stack.sim.vehicle_dynamics import VehicleConfigError, load_vehicle
 
@@ -142,21 +143,8 @@ def objects_msg(objects: LidarObjects | None, header_stamp,
     covariance[:, 5, 5] = np.where(detector, params.detection_yaw_sigma_rad,
                                    params.yaw_sigma_rad) ** 2
     class_probability = np.where(detector, objects.scores, params.unknown_class_probability)
-    half_yaw = 0.5 * boxes[:, 6]
-    quat_z, quat_w = np.sin(half_yaw), np.cos(half_yaw)
-    out = []
-    for k in range(len(boxes)):  # per object (<= max_detections + max_clusters), not per point
-        obj = DetectedObject(existence_probability=float(objects.scores[k]), has_twist=False)
-        obj.classification.append(ObjectClass(label=int(objects.labels[k]),
-                                              probability=float(class_probability[k])))
-        pose = obj.pose.pose
-        pose.position.x, pose.position.y, pose.position.z = (float(v) for v in boxes[k, :3])
-        pose.orientation.z, pose.orientation.w = float(quat_z[k]), float(quat_w[k])
-        obj.pose.covariance = covariance[k].reshape(36)
-        obj.dimensions.x, obj.dimensions.y, obj.dimensions.z = (float(v)
-                                                                for v in boxes[k, 3:6])
-        out.append(obj)
-    msg.objects = out
+    msg.objects = detected_objects(boxes[:, :3], boxes[:, 6], boxes[:, 3:6], objects.labels,
+                                   class_probability, objects.scores, covariance)
     return msg
 
 

@@ -127,22 +127,32 @@ def objects_msg(result: ObstacleResult | None, header_stamp,
     covariance[:, :2, :2] = xy_cov
     covariance[:, 2, 2] = covariance[:, 3, 3] = covariance[:, 4, 4] = _UNESTIMATED_VAR
     covariance[:, 5, 5] = params.yaw_sigma_rad ** 2
-    half_yaw = 0.5 * boxes[:, 3]
+    count = len(boxes)
+    msg.objects = detected_objects(
+        boxes[:, :3], boxes[:, 3], boxes[:, 4:7], np.full(count, ObjectClass.UNKNOWN),
+        np.full(count, params.unknown_class_probability), existence, covariance)
+    return msg
+
+
+def detected_objects(center_m: np.ndarray, yaw_rad: np.ndarray, size_m: np.ndarray,
+                     labels: np.ndarray, class_probability: np.ndarray,
+                     existence: np.ndarray, covariance: np.ndarray) -> list[DetectedObject]:
+    """One DetectedObject per row (no twist): centres (N, 3), yaws (N,), sizes (N, 3) as
+    length, width, height, one class each, (N, 6, 6) pose covariances."""
+    half_yaw = 0.5 * yaw_rad
     quat_z, quat_w = np.sin(half_yaw), np.cos(half_yaw)
     objects = []
-    for k in range(len(boxes)):  # per cluster (<= max_clusters), never per point
+    for k in range(len(center_m)):  # per object (a few hundred at most), never per point
         obj = DetectedObject(existence_probability=float(existence[k]), has_twist=False)
-        obj.classification.append(ObjectClass(label=ObjectClass.UNKNOWN,
-                                              probability=params.unknown_class_probability))
+        obj.classification.append(ObjectClass(label=int(labels[k]),
+                                              probability=float(class_probability[k])))
         pose = obj.pose.pose
-        pose.position.x, pose.position.y, pose.position.z = (float(v) for v in boxes[k, :3])
+        pose.position.x, pose.position.y, pose.position.z = (float(v) for v in center_m[k])
         pose.orientation.z, pose.orientation.w = float(quat_z[k]), float(quat_w[k])
         obj.pose.covariance = covariance[k].reshape(36)
-        obj.dimensions.x, obj.dimensions.y, obj.dimensions.z = (float(v)
-                                                                for v in boxes[k, 4:7])
+        obj.dimensions.x, obj.dimensions.y, obj.dimensions.z = (float(v) for v in size_m[k])
         objects.append(obj)
-    msg.objects = objects
-    return msg
+    return objects
 
 
 class LidarObstacleNode(Node):

@@ -473,3 +473,17 @@ def test_model_rollout_matches_the_plan(fresh):
     # The plan is dynamically consistent: re-integrating its inputs reproduces its states.
     assert np.allclose(rollout[:, :2], result.states()[:, :2], atol=0.02)
     assert np.allclose(rollout[:, 3], result.v_mps, atol=1e-3)
+
+
+def test_an_ego_beside_a_blocking_obstacle_brakes_without_steering_into_it(fresh):
+    # Behavior called a pass off with the ego already beside the van: the corridor is back to
+    # the lane (no room), the lateral reference is the lane centre, the stop bound lies behind.
+    obstacle = static_obstacle(40.0, 0.0, 8.0, 2.7)
+    log = closed_loop(fresh, straight_reference(), state(s=35.0, d=2.9, epsi=-0.15, v=2.0),
+                      4.0, lambda st, previous, k: request(st, v_ref=5.0, d_max=1.5,
+                                                           obstacles=obstacle))
+    s = np.array([st.s_m for st, _ in log])
+    d = np.array([st.d_m for st, _ in log])
+    assert log[-1][0].v_mps < 0.05                       # it stopped
+    assert ellipse(s, d, obstacle[0, 0]).min() >= 1.0 - 0.05  # without closing in
+    assert all(not result.fallback for _, result in log)

@@ -83,6 +83,9 @@ class BehaviorParams:
                                      description='objects predicted in the path this soon count')
     static_speed_mps: float = param(0.5, min=0.0, max=3.0,
                                     description='slower objects are stopped obstacles')
+    static_release_mps: float = param(1.5, min=0.0, max=5.0,
+                                      description='an object stopped pass_min_stopped_s counts '
+                                                  'as stopped until it is faster than this')
     pass_oncoming_time_s: float = param(9.0, min=1.0, max=30.0,
                                         description='oncoming traffic this close blocks a pass')
     pass_max_offset_m: float = param(3.0, min=0.0, max=5.0,
@@ -184,7 +187,7 @@ class BehaviorMemory:
     """
 
     served_stop_lines: list = dataclasses.field(default_factory=list)
-    stopped_since_s: dict = dataclasses.field(default_factory=dict)  # object id -> t
+    stopped_since_s: dict = dataclasses.field(default_factory=dict)  # object id -> t (standing)
     stop_since_s: float | None = None
     stop_line_xy: tuple | None = None
 
@@ -327,10 +330,14 @@ def plan_behavior(path: ReferencePath, ego_s_m: float, ego_d_m: float, ego_speed
     mpc_obstacles: list[np.ndarray] = []
     state = 'cruise'
 
-    # Remember since when each vehicle stands (passing needs it to be parked, not queued).
-    for k in range(len(objects)):
-        if speed[k] > params.static_speed_mps:
-            memory.stopped_since_s.pop(int(objects.ids[k]), None)
+    standing = _standing(objects, speed, t_s, memory, params)
+    # A standing vehicle stays where it is: the tracker's residual speed of a parked car
+    # (its box grows and shrinks with the view) would otherwise drift its prediction metres
+    # sideways over the horizon and the MPC would swerve around where it is not.
+    vulnerable_k = np.isin(objects.labels, VULNERABLE) if len(objects) else np.zeros(0, bool)
+    hold = standing & ~vulnerable_k
+    pred_s[hold] = obj_s[hold, None]
+    pred_d[hold] = obj_d[hold, None]
     horizon_s = ego_s_m + max(ego_speed_mps, 3.0) * steps * step_s + 10.0
     for k in range(len(objects)):
         if not in_range[k]:
@@ -341,13 +348,14 @@ def plan_behavior(path: ReferencePath, ego_s_m: float, ego_d_m: float, ego_speed
         future &= pred_s[k, t_mask] + half_l[k] > front_s - 1.0
         rear_s = obj_s[k] - half_l[k]
         is_vulnerable = objects.labels[k] in VULNERABLE
-        stopped_vehicle = speed[k] <= params.static_speed_mps and not is_vulnerable
+        stopped_vehicle = bool(hold[k])
         if (stopped_vehicle and in_path_now and ahead and rear_s <= front_s - 1.0
                 and obj_s[k] + half_l[k] + ego.rear_m + params.pass_trail_m > ego_s_m):
             passing.append(k)  # alongside it: keep the pass corridor until past it
             continue
         if ahead and rear_s > front_s - 1.0 and (in_path_now or future.any()):
-            moving_along = v_along[k] > params.static_speed_mps and not is_vulnerable
+            moving_along = v_along[k] > params.static_speed_mps and not hold[k] \
+                and not is_vulnerable
             if moving_along:
                 # Lead vehicle: stop where we could stop if it braked hard now.
                 lead_stop = rear_s + v_along[k] ** 2 / (2.0 * params.lead_brake_mps2)
@@ -356,7 +364,7 @@ def plan_behavior(path: ReferencePath, ego_s_m: float, ego_d_m: float, ego_speed
                 state = 'follow'
                 continue
             object_id = int(objects.ids[k])
-            stopped_for_s = t_s - memory.stopped_since_s.setdefault(object_id, t_s)
+            stopped_for_s = t_s - memory.stopped_since_s.get(object_id, t_s)
             queued = any(0.0 <= line - (obj_s[k] + half_l[k]) <= params.queue_distance_m
                          for line in path.stop_lines_s)
             if (stopped_vehicle and in_path_now and rear_s < path.goal_s_m + 5.0
@@ -466,6 +474,31 @@ def plan_behavior(path: ReferencePath, ego_s_m: float, ego_d_m: float, ego_speed
     obstacles = (np.stack(mpc_obstacles) if mpc_obstacles else np.zeros((0, n1, 4)))
     return BehaviorPlan(float(s_stop), reason, v_ref, d_ref, np.minimum(d_min, d_max),
                         d_max, obstacles, state, tuple(int(objects.ids[k]) for k in passing))
+
+
+def _standing(objects: Objects, speed_mps: np.ndarray, t_s: float, memory: BehaviorMemory,
+              params: BehaviorParams) -> np.ndarray:
+    """(K,) bool: objects standing still, and memory.stopped_since_s updated.
+
+    An object slower than static_speed_mps stands; one that has stood for pass_min_stopped_s
+    keeps standing until it is faster than static_release_mps. A parked van's track from the
+    ONNX detector reads up to ~1 m/s as its box grows and shrinks with the view: without the
+    hysteresis a pass is called off halfway, beside the van. Tracks that ended are forgotten.
+    """
+    ids = [int(i) for i in objects.ids]
+    for oid in set(memory.stopped_since_s) - set(ids):
+        del memory.stopped_since_s[oid]
+    standing = np.zeros(len(ids), bool)
+    for k, oid in enumerate(ids):
+        since = memory.stopped_since_s.get(oid)
+        settled = since is not None and t_s - since >= params.pass_min_stopped_s
+        limit = params.static_release_mps if settled else params.static_speed_mps
+        if speed_mps[k] > limit:
+            memory.stopped_since_s.pop(oid, None)
+        else:
+            memory.stopped_since_s.setdefault(oid, t_s)
+            standing[k] = True
+    return standing
 
 
 def _oncoming_free(objects: Objects, obj_s: np.ndarray, v_along: np.ndarray, skip: int,

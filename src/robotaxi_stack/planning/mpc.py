@@ -55,7 +55,11 @@ So, per step k, an obstacle ahead of the ego (its centre s_j0 ahead of s_0) whos
 [d_jk - b_j, d_jk + b_j] leaves no room inside [d_min_k, d_max_k] on either side is treated as
 a stop: it drops out of the ellipse row and the stop bound becomes min(s_stop, s_jk - a_j) (a
 linear, convex constraint; for a moving obstacle it is a following constraint). Passable
-obstacles keep their ellipse, so the MPC nudges around them. Since v >= 0 makes s monotone,
+obstacles keep their ellipse, so the MPC nudges around them. An ego whose base_link is already
+past s_j0 - a_j0 (beside the obstacle when behavior calls a pass off, or after a sudden
+appearance) gets both: the stop bound behind it brakes as hard as the limits allow, and the
+ellipse keeps the lateral reference from steering it into the obstacle (the parked-van pass
+with the ONNX detector collided this way). Since v >= 0 makes s monotone,
 a stop row is only kept where the running minimum of the bounds rises (one terminal row for a
 static stop): rows at every step would be linearly dependent with the active v >= 0 bounds at
 standstill, a degenerate active set.
@@ -976,7 +980,8 @@ class MpcPlanner:
         return stages, self._cold_lam_x.copy(), np.zeros((n, self._stage_g)), False
 
     def _stop_bounds(self, x0, data):
-        """Per-step bound on s for steps 1..N (N,) and the (K, N) mask of blocking obstacles.
+        """Per-step bound on s for steps 1..N (N,) and the (K, N) mask of blocking obstacles
+        whose ellipse is dropped.
 
         See 'Blocking obstacles' in the module docstring.
         """
@@ -992,7 +997,10 @@ class MpcPlanner:
         room_right = data['d_min'][None, 1:] < d_j - b_j
         blocked = ahead[:, None] & ~room_left & ~room_right
         rear = np.where(blocked, s_j - a_j, np.inf)
-        return np.minimum(bound, rear.min(axis=0)), blocked
+        # An ego already past the stop bound (beside the obstacle when a pass is called off)
+        # brakes, and the ellipse stays: without it the lateral reference steers into it.
+        past = x0[S] > data['obstacles'][:, 0, 0] - data['obstacles'][:, 0, 2]
+        return np.minimum(bound, rear.min(axis=0)), blocked & ~past[:, None]
 
     @staticmethod
     def _stop_rows(bound):

@@ -24,7 +24,12 @@ Cost, summed over the predicted states k = 1..N and the inputs k = 0..N-1::
     + w_steer (steer_k - atan(L kappa_k))^2 + w_jerk jerk_k^2 + w_steer_rate steer_rate_k^2
     + slack penalties
 
-with the lateral, heading and speed terms of the last state scaled by `terminal_weight_factor`.
+with the lateral, heading and speed terms of the last state scaled by `terminal_weight_factor`,
+plus, when a slow car (v <= `stop_reach_speed_mps`) has its stop within `stop_reach_distance_m`,
+w_reach (s_N - s_stop)^2: near a stop v_ref is small, and a car standing 1.1 m short of its
+dropoff with a 0.2 rad heading error found standing cheaper than driving on (its lateral and
+heading cost grow before steering can act; at v = 0 steering has no first-order effect), so it
+waited there for ever.
 The steer term is relative to the curvature feed-forward so that following an arc costs
 nothing (a plain steer^2 term would trade lateral offset for less steering on every curve).
 Speed is tracked in time; stopping precisely relies on v_ref decelerating to 0 at s_stop (the
@@ -229,6 +234,12 @@ class MpcParams:
                                  description='largest accepted shooting gap / violation')
     speed_ref_rise_mps2: float = param(1.5, min=0.1, max=10.0,
                                        description='v_ref rises at most this fast above v')
+    weight_stop_reach: float = param(20.0, min=0.0, max=1e6,
+                                     description='cost of (s_N - s_stop)^2 near a stop, 1/m^2')
+    stop_reach_distance_m: float = param(3.0, min=0.0, max=50.0,
+                                         description='stop this close: its reach cost applies')
+    stop_reach_speed_mps: float = param(1.0, min=0.0, max=20.0,
+                                        description='and the car at most this fast')
     standstill_tolerance_m: float = param(0.05, min=0.0, max=1.0,
                                           description='a standing car this close to its '
                                           'stop point stays (no creeping)')
@@ -593,7 +604,8 @@ class MpcPlanner:
         v_ref = ca.SX.sym('v_ref', n)
         d_ref = ca.SX.sym('d_ref', n)
         obstacles = ca.SX.sym('obstacles', _OBSTACLE_PARAMS * n_obj * n)
-        params = ca.vertcat(x0, kappa_step, kappa_state, v_ref, d_ref, obstacles)
+        reach = ca.SX.sym('reach', 2)  # stop station, its weight (0: off)
+        params = ca.vertcat(x0, kappa_step, kappa_state, v_ref, d_ref, obstacles, reach)
         slack_weights = {_SL_LAT: p.weight_slack_lat_accel, _SL_ROAD: p.weight_slack_road,
                          _SL_STOP: p.weight_slack_stop, _SL_OBS: p.weight_slack_obstacle}
         cost = 0
@@ -631,6 +643,7 @@ class MpcPlanner:
             row.append(_soft_min(ellipses) + z[_SL_OBS])
             constraints += row
             x_prev = x
+        cost += reach[1] * (x_prev[S] - reach[0]) ** 2
         decision = ca.vertcat(*stages)
         g = ca.vertcat(*constraints)
         hessian = ca.hessian(cost, decision)[0]
@@ -1064,7 +1077,7 @@ class MpcPlanner:
         obstacles[:count, :, 4] = np.where(data['blocked'], _INERT_OFFSET, 0.0)
         counted = ~data['blocked']
         p_vec = np.concatenate([x0, kappa_step, kappa_state, v_ref, data['d_ref'][1:],
-                                obstacles.ravel()])
+                                obstacles.ravel(), self._reach(x0, data)])
         lbg = self._lbg_template.copy()
         ubg = self._ubg_template.copy()
         ubg[:, _G_ROAD_HI] = data['d_max'][1:]
@@ -1079,6 +1092,15 @@ class MpcPlanner:
         ubg[slow, _G_LAT_HI] = np.inf
         lbg[slow, _G_LAT_LO] = -np.inf
         return p_vec, lbg.ravel(), ubg.ravel(), v_ref
+
+    def _reach(self, x0, data) -> np.ndarray:
+        """(stop station, weight) of the terminal reach cost: the last stop bound when the
+        car is slow and the stop near (see the module docstring), else weight 0."""
+        p, stop = self.params, float(data['stop_bound'][-1])
+        if (x0[V] <= p.stop_reach_speed_mps and math.isfinite(stop)
+                and x0[S] < stop <= x0[S] + p.stop_reach_distance_m):
+            return np.array([stop, p.weight_stop_reach])
+        return np.zeros(2)
 
     def _standstill(self, x0, data) -> bool:
         """True when the car stands and has nowhere to go within the horizon: the speed

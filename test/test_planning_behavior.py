@@ -497,3 +497,25 @@ def test_a_parked_car_that_drives_off_is_released_and_ended_tracks_are_forgotten
     plan = _plan(kerb_path, 10.0, 3.0, drives_off, t_s=10.0, memory=memory)
     assert memory.stopped_since_s == {}
     assert plan.passing_ids == () and plan.stop_reason == 'lead 21'
+
+
+def test_a_slow_vehicle_in_the_oncoming_lane_does_not_call_a_pass_off(kerb_path):
+    # A duplicate box of the parked car, heading flipped, "driving" 1.15 m/s towards us.
+    objects = [_car(21, 50.0, -1.75), _car(22, 55.0, -0.85, math.pi, vx=-1.15)]
+    plan = _plan(kerb_path, 10.0, 8.0, objects)
+    assert 21 in plan.passing_ids
+    # Real oncoming traffic does.
+    traffic = [_car(21, 50.0, -1.75), _car(22, 75.0, 1.75, math.pi, vx=-3.0)]
+    assert _plan(kerb_path, 10.0, 8.0, traffic).passing_ids == ()
+
+
+def test_a_corridor_closing_under_the_car_closes_at_a_comfortable_lateral_rate(kerb_path):
+    # Out in the oncoming lane (a pass just called off): the bound starts at the car and
+    # reaches the lane bound no faster than corridor_close_mps.
+    plain = _plan(kerb_path, 10.0, 5.0)
+    out = _plan(kerb_path, 10.0, 5.0, ego_d=2.5)
+    t = np.arange(STEPS + 1) * STEP_S
+    assert out.d_max_m[0] == pytest.approx(2.5)
+    assert np.allclose(out.d_max_m, np.maximum(plain.d_max_m, 2.5 - PARAMS.corridor_close_mps * t))
+    assert np.array_equal(out.d_min_m, plain.d_min_m)
+    assert out.d_ref_m.max() == 0.0

@@ -126,6 +126,24 @@ def test_isolated_false_positives_are_never_confirmed():
     assert tracker.num_tracks <= 2  # tentative ghosts are deleted, not collected
 
 
+def test_a_second_box_inside_a_tracked_object_starts_no_track_but_a_neighbour_does():
+    # The ONNX detector split a parked van into two overlapping boxes, the second 0.9 m to the
+    # side with a flipped heading: it must not become a second (slow, "oncoming") vehicle.
+    van = (7.5, 2.5, 2.8)
+    tracker = Tracker()
+    for k in range(10):
+        tracker.update(0.1 * k, _dets([[50.0, 0.0]], 0.0, CAR, dims=[van]))
+    (van_id,) = _by_id(tracker.output())
+    for k in range(10, 30):
+        result = tracker.update(0.1 * k, _dets([[50.0, 0.0], [49.6, 0.9], [50.0, 3.5]],
+                                               [0.0, math.pi, 0.0], CAR,
+                                               dims=[van, van, CAR_DIMS]))
+    tracks = _by_id(result.tracks)
+    assert len(tracks) == 2 and van_id in tracks           # the van, and the car beside it
+    (other,) = set(tracks) - {van_id}
+    assert tracks[other].y_m == pytest.approx(3.5, abs=0.2)
+
+
 def test_missed_object_coasts_then_is_deleted():
     params = TrackerParams()
     tracker = Tracker(params)

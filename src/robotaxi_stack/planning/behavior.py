@@ -103,6 +103,9 @@ class BehaviorParams:
     queue_distance_m: float = param(25.0, min=0.0, max=100.0,
                                     description='vehicles stopped this close before a stop '
                                                 'line are queued traffic, never passed')
+    corridor_close_mps: float = param(0.6, min=0.05, max=5.0,
+                                      description='a corridor narrower than where the car is '
+                                                  'closes at this lateral speed')
     road_margin_m: float = param(0.15, min=0.0, max=1.0,
                                  description='body clearance to the road bounds')
     obstacle_range_m: float = param(80.0, min=10.0, max=300.0,
@@ -421,6 +424,14 @@ def plan_behavior(path: ReferencePath, ego_s_m: float, ego_d_m: float, ego_speed
             d_ref[near] = np.maximum(d_ref[near], offset)
             caps.append((start, end, params.pass_speed_mps))
 
+    # The corridor never starts narrower than where the car is: when it closes under it (a pass
+    # called off with the car out in the oncoming lane) it closes at corridor_close_mps, so the
+    # MPC steers back at a comfortable rate instead of paying the road-bound penalty with full
+    # lock (it turned the car 0.9 rad towards the lane while braking).
+    closing = np.arange(n1) * step_s * params.corridor_close_mps
+    d_max = np.maximum(d_max, ego_d_m - closing)
+    d_min = np.minimum(d_min, ego_d_m + closing)
+
     # Stop lines: stand still behind each, then go when the intersection is clear.
     for line_s in path.stop_lines_s:
         stop_at = line_s - ego.front_m - params.stop_line_margin_m
@@ -504,7 +515,11 @@ def _standing(objects: Objects, speed_mps: np.ndarray, t_s: float, memory: Behav
 def _oncoming_free(objects: Objects, obj_s: np.ndarray, v_along: np.ndarray, skip: int,
                    ego_s_m: float, ego_speed_mps: float, params: BehaviorParams,
                    path: ReferencePath) -> bool:
-    """No vehicle comes towards us on the left within pass_oncoming_time_s of the pass."""
+    """No vehicle comes towards us on the left within pass_oncoming_time_s of the pass.
+
+    Oncoming means faster towards us than static_release_mps: a standing or creeping vehicle
+    there is an obstacle the MPC keeps clear of, not traffic (a duplicate box of the parked van,
+    heading flipped, read 1.15 m/s and called a pass off with the ego already out)."""
     if len(objects) == 0:
         return True
     heading = np.interp(obj_s, path.s_m, path.yaw_rad)
@@ -514,7 +529,7 @@ def _oncoming_free(objects: Objects, obj_s: np.ndarray, v_along: np.ndarray, ski
     for k in range(len(objects)):
         if k == skip or objects.labels[k] in VULNERABLE:
             continue
-        if not (0.5 < lateral[k] < 6.0):
+        if not (0.5 < lateral[k] < 6.0) or -v_along[k] <= params.static_release_mps:
             continue
         closing = max(0.0, -v_along[k]) + max(ego_speed_mps, 2.0)
         gap = obj_s[k] - ego_s_m

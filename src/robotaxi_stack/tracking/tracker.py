@@ -21,7 +21,10 @@ covariance), gated by a chi-square bound and a Euclidean bound, plus a class-com
 `class_mismatch_cost * (1 - p_track . p_detection)`; Hungarian assignment
 (scipy.optimize.linear_sum_assignment) per cluster of the gating graph.
 
-Lifecycle: every unassigned detection starts a tentative track; it is confirmed after
+Lifecycle: every unassigned detection starts a tentative track, except one whose centre lies
+inside the box of a confirmed track (a second box of an object already tracked: the ONNX
+detector split a parked van into two overlapping boxes, one with a flipped heading, and the
+duplicate track read as a slow oncoming vehicle); it is confirmed after
 `confirm_hits` hits within the last `confirm_window` frames. The existence probability follows a
 Bayes update per frame (hit: detection_probability vs clutter_probability; miss:
 detection_probability); a track is deleted below `delete_existence`, after
@@ -494,6 +497,17 @@ def _predict_ctra(x: np.ndarray, P: np.ndarray, dt: float, jerk_sigma: float,
     return out, F @ P @ F.transpose(0, 2, 1) + q_scale[:, None, None] * Q
 
 
+def _inside_boxes(xy_m: np.ndarray, table: '_Table') -> np.ndarray:
+    """(M,) bool: points inside the BEV box (centre, box yaw, length, width) of any track."""
+    if len(table) == 0 or len(xy_m) == 0:
+        return np.zeros(len(xy_m), bool)
+    rel = xy_m[:, None, :] - table.x[None, :, :2]                      # (M, N, 2)
+    c, s = np.cos(table.box_yaw), np.sin(table.box_yaw)
+    along = np.abs(rel[..., 0] * c + rel[..., 1] * s)
+    across = np.abs(-rel[..., 0] * s + rel[..., 1] * c)
+    return ((along <= 0.5 * table.dims[:, 0]) & (across <= 0.5 * table.dims[:, 1])).any(axis=1)
+
+
 def _identities(n: int) -> np.ndarray:
     """(n, 6, 6) identity matrices."""
     eye = np.zeros((n, STATE_DIM * STATE_DIM))
@@ -817,6 +831,7 @@ class Tracker:
         table = table.select(keep)
         unassigned = np.ones(len(dets), bool)
         unassigned[cols] = False
+        unassigned &= ~_inside_boxes(dets.xy_m, table.select(table.confirmed))
         self._table = table.extend(self._births(stamp_ns, dets, np.flatnonzero(unassigned),
                                                 len(table)))
 

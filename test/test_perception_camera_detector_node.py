@@ -5,17 +5,15 @@ diagnostic naming the problem; stage times reach /diagnostics; a bad parameter o
 model stops start-up."""
 
 import pathlib
-import time
 
 import numpy as np
 import pytest
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import Image
 
 from builtin_interfaces.msg import Time
+from rclpy_harness import node_graph, spin_until
 from robotaxi_msgs.msg import Detections2D, ObjectClass
 from robotaxi_stack.common.diagnostics import ERROR
 from robotaxi_stack.common.image import array_to_image
@@ -41,43 +39,27 @@ def frame():
 
 @pytest.fixture
 def graph():
-    context = rclpy.Context()
-    rclpy.init(context=context)
-    try:
-        # Reliable input: 737 kB images in process must not lose fragments.
-        node = CameraDetectorNode(context=context, parameter_overrides=[
+    # Reliable input: 737 kB images in process must not lose fragments.
+    with node_graph(lambda context: CameraDetectorNode(context=context, parameter_overrides=[
             Parameter('reliable_inputs', value=True),
             Parameter('model_path', value=str(MODEL)),
             Parameter('providers', value=['CPUExecutionProvider']),
-            Parameter('diagnostics_period_s', value=0.1)])
-        peer = rclpy.create_node('peer', context=context)
-        executor = SingleThreadedExecutor(context=context)
-        executor.add_node(node)
-        executor.add_node(peer)
+            Parameter('diagnostics_period_s', value=0.1)])) as (node, peer, executor):
         received = []
         peer.create_subscription(Detections2D, '/camera_detector/output/detections',
                                  received.append, objects_qos())
         publisher = peer.create_publisher(Image, '/camera_detector/input/image',
                                           sensor_input_qos(True))
-        assert _spin_until(executor, lambda: publisher.get_subscription_count() > 0
-                           and node.count_subscribers('/camera_detector/output/detections') > 0)
+        assert spin_until(executor, lambda: publisher.get_subscription_count() > 0
+                          and node.count_subscribers('/camera_detector/output/detections') > 0)
         yield node, peer, executor, publisher, received
-    finally:
-        rclpy.shutdown(context=context)
-
-
-def _spin_until(executor, condition, timeout_s=10.0):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and not condition():
-        executor.spin_once(timeout_sec=0.05)
-    return condition()
 
 
 def _send(graph, image_msg):
     _, _, executor, publisher, received = graph
     count = len(received)
     publisher.publish(image_msg)
-    assert _spin_until(executor, lambda: len(received) > count)
+    assert spin_until(executor, lambda: len(received) > count)
     return received[-1]
 
 
@@ -126,7 +108,7 @@ def test_processing_and_stage_times_reach_diagnostics(graph, frame):
                 for status in array.status
                 if status.name == node.get_fully_qualified_name()]
 
-    assert _spin_until(executor, lambda: any(v.get('cycles') == '1' for v in ours()))
+    assert spin_until(executor, lambda: any(v.get('cycles') == '1' for v in ours()))
     values = [v for v in ours() if v.get('cycles') == '1'][-1]
     assert float(values['processing_p50_ms']) > 0.0
     for stage in ('pre', 'inference', 'post', 'total'):

@@ -4,19 +4,18 @@ objects unfused with a WARN; one output per LiDAR message in stamp order, old an
 stamps dropped with a WARN, a clock restart starts over; wrong frames; a bad parameter stops
 start-up."""
 
+import contextlib
 import math
 import pathlib
-import time
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.parameter import Parameter
 
 from builtin_interfaces.msg import Time
+from rclpy_harness import node_graph, spin_until
 from robotaxi_msgs.msg import (DetectedObject, DetectedObjects, Detection2D, Detections2D,
                                ObjectClass)
 from robotaxi_stack.common.diagnostics import ERROR, WARN
@@ -79,28 +78,16 @@ def camera_msg(stamp, calibration, frame_id='camera_front'):
     return msg
 
 
-def _spin_until(executor, condition, timeout_s=10.0):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and not condition():
-        executor.spin_once(timeout_sec=0.02)
-    return condition()
-
-
 @pytest.fixture
 def make_graph():
-    contexts = []
+    # Each graph stays up until the test ends, however many it makes.
+    stack = contextlib.ExitStack()
 
     def make(**overrides):
-        context = rclpy.Context()
-        rclpy.init(context=context)
-        contexts.append(context)
         values = {'reliable_inputs': True, 'diagnostics_period_s': 0.1, **overrides}
-        node = FusionNode(context=context, parameter_overrides=[
-            Parameter(name, value=value) for name, value in values.items()])
-        peer = rclpy.create_node('peer', context=context)
-        executor = SingleThreadedExecutor(context=context)
-        executor.add_node(node)
-        executor.add_node(peer)
+        node, peer, executor = stack.enter_context(node_graph(
+            lambda context: FusionNode(context=context, parameter_overrides=[
+                Parameter(name, value=value) for name, value in values.items()])))
         received, diagnostics = [], []
         peer.create_subscription(DetectedObjects, '/fusion/output/objects', received.append,
                                  objects_qos())
@@ -109,32 +96,31 @@ def make_graph():
                                       sensor_input_qos(True))
         camera = peer.create_publisher(Detections2D, '/fusion/input/camera_detections',
                                        sensor_input_qos(True))
-        assert _spin_until(executor, lambda: lidar.get_subscription_count() > 0
-                           and camera.get_subscription_count() > 0
-                           and node.count_subscribers('/fusion/output/objects') > 0)
+        assert spin_until(executor, lambda: lidar.get_subscription_count() > 0
+                          and camera.get_subscription_count() > 0
+                          and node.count_subscribers('/fusion/output/objects') > 0)
         return SimpleNamespace(node=node, executor=executor, lidar=lidar, camera=camera,
                                received=received, diagnostics=diagnostics)
 
-    yield make
-    for context in contexts:
-        rclpy.shutdown(context=context)
+    with stack:
+        yield make
 
 
 def _send_lidar(graph, msg):
     """Publish and spin until the node has taken it in."""
     count = graph.node.counters['lidar_received']
     graph.lidar.publish(msg)
-    assert _spin_until(graph.executor, lambda: graph.node.counters['lidar_received'] > count)
+    assert spin_until(graph.executor, lambda: graph.node.counters['lidar_received'] > count)
 
 
 def _send_camera(graph, msg):
     count = graph.node.counters['camera_received']
     graph.camera.publish(msg)
-    assert _spin_until(graph.executor, lambda: graph.node.counters['camera_received'] > count)
+    assert spin_until(graph.executor, lambda: graph.node.counters['camera_received'] > count)
 
 
 def _wait_outputs(graph, count):
-    assert _spin_until(graph.executor, lambda: len(graph.received) >= count)
+    assert spin_until(graph.executor, lambda: len(graph.received) >= count)
     return graph.received[count - 1]
 
 
@@ -182,7 +168,7 @@ def test_camera_then_lidar_is_fused_with_the_lidar_stamp(make_graph, calibration
         return [{kv.key: kv.value for kv in status.values} for array in graph.diagnostics
                 for status in array.status if status.name == node.get_fully_qualified_name()]
 
-    assert _spin_until(graph.executor, lambda: any(v.get('cycles') == '1' for v in ours()))
+    assert spin_until(graph.executor, lambda: any(v.get('cycles') == '1' for v in ours()))
     reported = [v for v in ours() if v.get('cycles') == '1'][-1]
     assert float(reported['processing_p50_ms']) > 0.0
     assert float(reported['stage_project_ms']) > 0.0

@@ -5,17 +5,15 @@ empty DetectedObjects with the cloud's stamp and a diagnostic naming the problem
 inference still publishes the obstacle clusters with an ERROR; bad parameters stop start-up."""
 
 import math
-import time
 
 import numpy as np
 import pytest
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import PointCloud2
 
 from builtin_interfaces.msg import Time
+from rclpy_harness import node_graph, spin_until
 from robotaxi_msgs.msg import DetectedObjects, ObjectClass
 from robotaxi_stack.common.diagnostics import ERROR, WARN
 from robotaxi_stack.common.pointcloud import array_to_pointcloud2, make_points_dtype
@@ -43,41 +41,25 @@ def frame():
 
 @pytest.fixture
 def graph():
-    context = rclpy.Context()
-    rclpy.init(context=context)
-    try:
-        node = LidarDetectorNode(context=context, parameter_overrides=[
+    with node_graph(lambda context: LidarDetectorNode(context=context, parameter_overrides=[
             Parameter('reliable_inputs', value=True),
             Parameter('providers', value=['CPUExecutionProvider']),
-            Parameter('diagnostics_period_s', value=0.1)])
-        peer = rclpy.create_node('peer', context=context)
-        executor = SingleThreadedExecutor(context=context)
-        executor.add_node(node)
-        executor.add_node(peer)
+            Parameter('diagnostics_period_s', value=0.1)])) as (node, peer, executor):
         received = []
         peer.create_subscription(DetectedObjects, '/lidar_detector/output/objects',
                                  received.append, objects_qos())
         publisher = peer.create_publisher(PointCloud2, '/lidar_detector/input/points',
                                           sensor_input_qos(True))
-        assert _spin_until(executor, lambda: publisher.get_subscription_count() > 0
-                           and node.count_subscribers('/lidar_detector/output/objects') > 0)
+        assert spin_until(executor, lambda: publisher.get_subscription_count() > 0
+                          and node.count_subscribers('/lidar_detector/output/objects') > 0)
         yield node, peer, executor, publisher, received
-    finally:
-        rclpy.shutdown(context=context)
-
-
-def _spin_until(executor, condition, timeout_s=10.0):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and not condition():
-        executor.spin_once(timeout_sec=0.05)
-    return condition()
 
 
 def _send(graph, cloud):
     _, _, executor, publisher, received = graph
     count = len(received)
     publisher.publish(cloud)
-    assert _spin_until(executor, lambda: len(received) > count)
+    assert spin_until(executor, lambda: len(received) > count)
     return received[-1]
 
 
@@ -147,7 +129,7 @@ def test_processing_time_reaches_diagnostics(graph, frame):
                 for status in array.status
                 if status.name == node.get_fully_qualified_name()]
 
-    assert _spin_until(executor, lambda: any(v.get('cycles') == '1' for v in ours()))
+    assert spin_until(executor, lambda: any(v.get('cycles') == '1' for v in ours()))
     values = [v for v in ours() if v.get('cycles') == '1'][-1]
     assert float(values['processing_p50_ms']) > 0.0
     assert float(values['inference_p50_ms']) > 0.0
@@ -215,7 +197,7 @@ def test_three_million_points_are_rejected_without_processing(graph):
     cloud = _xyz_cloud(np.random.default_rng(0).uniform(-50, 50, (3_000_000, 3))
                        .astype(np.float32))
     node._on_points(cloud)  # direct call: 36 MB need not travel through DDS for this
-    assert _spin_until(executor, lambda: bool(received))
+    assert spin_until(executor, lambda: bool(received))
     _assert_stamp(received[-1])
     assert received[-1].objects == []
     assert 'exceeds max_points = 1000000' in node.diagnostics.health.message

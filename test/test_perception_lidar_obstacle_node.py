@@ -8,13 +8,12 @@ import time
 
 import numpy as np
 import pytest
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import PointCloud2
 
 from builtin_interfaces.msg import Time
+from rclpy_harness import node_graph, spin_until
 from robotaxi_msgs.msg import DetectedObjects, ObjectClass
 from robotaxi_stack.common.diagnostics import ERROR, WARN
 from robotaxi_stack.common.pointcloud import array_to_pointcloud2, make_points_dtype
@@ -45,41 +44,25 @@ def car_scan():
 
 @pytest.fixture
 def graph():
-    context = rclpy.Context()
-    rclpy.init(context=context)
-    try:
-        # Reliable input: multi-megabyte clouds in process must not lose fragments.
-        node = LidarObstacleNode(context=context, parameter_overrides=[
+    # Reliable input: multi-megabyte clouds in process must not lose fragments.
+    with node_graph(lambda context: LidarObstacleNode(context=context, parameter_overrides=[
             Parameter('reliable_inputs', value=True),
-            Parameter('diagnostics_period_s', value=0.1)])
-        peer = rclpy.create_node('peer', context=context)
-        executor = SingleThreadedExecutor(context=context)
-        executor.add_node(node)
-        executor.add_node(peer)
+            Parameter('diagnostics_period_s', value=0.1)])) as (node, peer, executor):
         received = []
         peer.create_subscription(DetectedObjects, '/lidar_obstacle/output/objects',
                                  received.append, objects_qos())
         publisher = peer.create_publisher(PointCloud2, '/lidar_obstacle/input/points',
                                           sensor_input_qos(True))
-        assert _spin_until(executor, lambda: publisher.get_subscription_count() > 0
-                           and node.count_subscribers('/lidar_obstacle/output/objects') > 0)
+        assert spin_until(executor, lambda: publisher.get_subscription_count() > 0
+                          and node.count_subscribers('/lidar_obstacle/output/objects') > 0)
         yield node, peer, executor, publisher, received
-    finally:
-        rclpy.shutdown(context=context)
-
-
-def _spin_until(executor, condition, timeout_s=10.0):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and not condition():
-        executor.spin_once(timeout_sec=0.05)
-    return condition()
 
 
 def _send(graph, cloud):
     _, _, executor, publisher, received = graph
     count = len(received)
     publisher.publish(cloud)
-    assert _spin_until(executor, lambda: len(received) > count)
+    assert spin_until(executor, lambda: len(received) > count)
     return received[-1]
 
 
@@ -146,7 +129,7 @@ def test_processing_and_stage_times_reach_diagnostics(graph, car_scan):
                 for status in array.status
                 if status.name == node.get_fully_qualified_name()]
 
-    assert _spin_until(executor, lambda: any(v.get('cycles') == '1' for v in ours()))
+    assert spin_until(executor, lambda: any(v.get('cycles') == '1' for v in ours()))
     values = [v for v in ours() if v.get('cycles') == '1'][-1]
     assert float(values['processing_p50_ms']) > 0.0
     for stage in ('crop', 'ground', 'cluster', 'boxes'):
@@ -211,7 +194,7 @@ def test_three_million_points_are_rejected_without_processing(graph):
     start = time.perf_counter()
     node._on_points(cloud)  # direct call: 36 MB need not travel through DDS for this
     assert time.perf_counter() - start < 0.5
-    assert _spin_until(graph[2], lambda: bool(received))
+    assert spin_until(graph[2], lambda: bool(received))
     _assert_empty_with_stamp(received[-1])
     assert 'exceeds max_points = 1000000' in node.diagnostics.health.message
     assert node.diagnostics.health.level == ERROR

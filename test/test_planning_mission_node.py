@@ -2,17 +2,15 @@
 outputs stamped with the odometry that caused them, rejections, bad odometry, bad params."""
 
 import math
-import time
 
 import pytest
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import Pose, PoseStamped
 from nav_msgs.msg import Odometry
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.parameter import Parameter
 from std_msgs.msg import Header, String
 
+from rclpy_harness import node_graph, spin_until
 from robotaxi_msgs.msg import MissionStatus, RideRequest
 from robotaxi_msgs.srv import SetRide
 from robotaxi_stack.common.paths import data_path
@@ -44,32 +42,16 @@ def _ride(ride_id, pickup, dropoff):
 
 @pytest.fixture
 def graph():
-    context = rclpy.Context()
-    rclpy.init(context=context)
-    try:
-        node = MissionNode(context=context, parameter_overrides=[
+    with node_graph(lambda context: MissionNode(context=context, parameter_overrides=[
             Parameter('scenario', value=str(data_path('scenarios', 'plain_ride.yaml'))),
-            Parameter('status_rate_hz', value=5.0)])
-        peer = rclpy.create_node('peer', context=context)
-        executor = SingleThreadedExecutor(context=context)
-        executor.add_node(node)
-        executor.add_node(peer)
-        yield node, peer, executor
-    finally:
-        rclpy.shutdown(context=context)
-
-
-def _spin_until(executor, condition, timeout_s=10.0):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and not condition():
-        executor.spin_once(timeout_sec=0.05)
-    return condition()
+            Parameter('status_rate_hz', value=5.0)])) as graph:
+        yield graph
 
 
 def _call(executor, client, request):
     assert client.wait_for_service(timeout_sec=5.0)
     future = client.call_async(request)
-    assert _spin_until(executor, future.done)
+    assert spin_until(executor, future.done)
     return future.result()
 
 
@@ -85,19 +67,19 @@ def test_ride_via_service_then_status_and_goal_follow_odometry(graph):
     reply = _call(executor, client, SetRide.Request(
         ride=_ride('r1', (90.0, -1.6, 0.0), (121.75, 80.0, math.pi / 2))))
     assert reply.accepted and reply.reason == ''
-    assert _spin_until(executor, lambda: odometry.get_subscription_count() > 0)
+    assert spin_until(executor, lambda: odometry.get_subscription_count() > 0)
 
     def status_in(state):
         return any(s.state == state for s in statuses)
 
-    assert _spin_until(executor, lambda: (odometry.publish(_odometry(3.25, 10.0, -1.75, 0.0)),
-                                          status_in(TO_PICKUP))[1])
+    assert spin_until(executor, lambda: (odometry.publish(_odometry(3.25, 10.0, -1.75, 0.0)),
+                                         status_in(TO_PICKUP))[1])
     status = next(s for s in statuses if s.state == TO_PICKUP)
     assert status.ride_id == 'r1'
     assert (status.header.stamp.sec, status.header.stamp.nanosec) == (3, 250_000_000)
     assert status.remaining_distance_m == pytest.approx(80.0, abs=0.01)
     assert status.eta_s == pytest.approx(80.0 / (40.0 / 3.6), abs=0.01)
-    assert _spin_until(executor, lambda: bool(goals))
+    assert spin_until(executor, lambda: bool(goals))
     goal = goals[-1]
     # The pickup snapped onto the kerbside lane centre.
     assert (goal.pose.position.x, goal.pose.position.y) == pytest.approx((90.0, -1.75))
@@ -111,24 +93,24 @@ def test_ride_via_service_then_status_and_goal_follow_odometry(graph):
     for t_s in (10.0, 10.25, 10.5):
         odometry.publish(_odometry(t_s, 90.0, -1.75, 0.0))
         # One message at a time, so none is lost behind the next in the executor.
-        assert _spin_until(executor, lambda: node._last_stamp_ns == int(t_s * 1e9))
-    assert _spin_until(executor, lambda: status_in(BOARDING))
+        assert spin_until(executor, lambda: node._last_stamp_ns == int(t_s * 1e9))
+    assert spin_until(executor, lambda: status_in(BOARDING))
     boarding = next(s for s in statuses if s.state == BOARDING)
     assert (boarding.header.stamp.sec, boarding.header.stamp.nanosec) == (10, 500_000_000)
 
     # The app confirms the doors closed: boarding ends at min_dwell_s (2 s) after it began.
     doors = peer.create_publisher(String, '/mission/input/doors_closed', 10)
-    assert _spin_until(executor, lambda: doors.get_subscription_count() > 0)
+    assert spin_until(executor, lambda: doors.get_subscription_count() > 0)
     doors.publish(String(data='r1'))
-    assert _spin_until(executor, lambda: node.manager._doors_ns is not None)
+    assert spin_until(executor, lambda: node.manager._doors_ns is not None)
     odometry.publish(_odometry(12.0, 90.0, -1.75, 0.0))
-    assert _spin_until(executor, lambda: node._last_stamp_ns == 12 * 10**9)
+    assert spin_until(executor, lambda: node._last_stamp_ns == 12 * 10**9)
     assert node.manager.output.state == BOARDING
     odometry.publish(_odometry(12.5, 90.0, -1.75, 0.0))
-    assert _spin_until(executor, lambda: status_in(TO_DROPOFF))
+    assert spin_until(executor, lambda: status_in(TO_DROPOFF))
     to_dropoff = next(s for s in statuses if s.state == TO_DROPOFF)
     assert (to_dropoff.header.stamp.sec, to_dropoff.header.stamp.nanosec) == (12, 500_000_000)
-    assert _spin_until(executor, lambda: goals[-1].pose.position.y == pytest.approx(80.0))
+    assert spin_until(executor, lambda: goals[-1].pose.position.y == pytest.approx(80.0))
 
 
 def test_rejected_topic_request_and_bad_odometry_raise_diagnostics(graph):
@@ -146,16 +128,16 @@ def test_rejected_topic_request_and_bad_odometry_raise_diagnostics(graph):
         return any(text in status.message for array in diagnostics for status in array.status
                    if status.name == node.get_fully_qualified_name())
 
-    assert _spin_until(executor, lambda: len(node._pending) == 1)
-    assert _spin_until(executor, lambda: odometry.get_subscription_count() > 0)
+    assert spin_until(executor, lambda: len(node._pending) == 1)
+    assert spin_until(executor, lambda: odometry.get_subscription_count() > 0)
     # An unstamped request is taken at the next odometry (its due time has long passed).
     odometry.publish(_odometry(5.0, 10.0, -1.75, 0.0))
-    assert _spin_until(executor, lambda: reported("ride 'far' rejected: pickup (60.00, 60.00"))
+    assert spin_until(executor, lambda: reported("ride 'far' rejected: pickup (60.00, 60.00"))
     assert node.manager.queued_ride_ids == ()
-    assert _spin_until(executor, lambda: (
+    assert spin_until(executor, lambda: (
         odometry.publish(_odometry(1.0, float('nan'), -1.75, 0.0)), reported('non-finite'))[1])
     # The timer keeps the (unchanged) IDLE status going.
-    assert _spin_until(executor, lambda: len(statuses) >= 2)
+    assert spin_until(executor, lambda: len(statuses) >= 2)
     assert all(s.state == IDLE and s.ride_id == '' for s in statuses)
 
 
@@ -171,30 +153,30 @@ def test_stamped_topic_request_is_taken_at_its_due_odometry_tick(graph):
     requests = peer.create_publisher(RideRequest, '/mission/input/ride_request',
                                      state_qos(depth=50))
     odometry = peer.create_publisher(Odometry, '/mission/input/odometry', sensor_qos())
-    assert _spin_until(executor, lambda: odometry.get_subscription_count() > 0
-                       and requests.get_subscription_count() > 0)
+    assert spin_until(executor, lambda: odometry.get_subscription_count() > 0
+                      and requests.get_subscription_count() > 0)
 
     def drive_to(t_s):
         odometry.publish(_odometry(t_s, 10.0, -1.75, 0.0))
-        assert _spin_until(executor, lambda: node._last_stamp_ns == int(round(t_s * 1e9)))
+        assert spin_until(executor, lambda: node._last_stamp_ns == int(round(t_s * 1e9)))
 
     drive_to(9.98)
     ride = _ride('r1', (90.0, -1.75, 0.0), (121.75, 80.0, math.pi / 2))
     ride.header.stamp.sec = 10
     requests.publish(ride)
-    assert _spin_until(executor, lambda: len(node._pending) == 1)
+    assert spin_until(executor, lambda: len(node._pending) == 1)
     for t_s in (10.0, 10.2, 10.48):
         drive_to(t_s)
         assert node.manager.queued_ride_ids == () and node.manager.active_ride_id in ('', None)
     drive_to(10.5)
-    assert _spin_until(executor, lambda: any(s.state == TO_PICKUP for s in statuses))
+    assert spin_until(executor, lambda: any(s.state == TO_PICKUP for s in statuses))
     to_pickup = next(s for s in statuses if s.state == TO_PICKUP)
     assert (to_pickup.header.stamp.sec, to_pickup.header.stamp.nanosec) == (10, 500_000_000)
 
     late = _ride('r2', (90.0, -1.75, 0.0), (121.75, 80.0, math.pi / 2))
     late.header.stamp.sec = 5  # due at 5.5 s, long past
     requests.publish(late)
-    assert _spin_until(executor, lambda: len(node._pending) == 1)
+    assert spin_until(executor, lambda: len(node._pending) == 1)
     drive_to(10.52)
     assert 'r2' in node.manager.queued_ride_ids
     assert node._pending.late == 1
@@ -203,18 +185,11 @@ def test_stamped_topic_request_is_taken_at_its_due_odometry_tick(graph):
 def test_heartbeat_answers_every_odometry():
     """With heartbeat (the runner's lock-step mode) every odometry, also a rejected one, is
     answered by a Header with its stamp."""
-    context = rclpy.Context()
-    rclpy.init(context=context)
-    try:
-        node = MissionNode(context=context, parameter_overrides=[
+    with node_graph(lambda context: MissionNode(context=context, parameter_overrides=[
             Parameter('scenario', value=str(data_path('scenarios', 'plain_ride.yaml'))),
             Parameter('heartbeat', value=True),
             # No /clock: the fallback timer sees time 0, before any odometry, and stays quiet.
-            Parameter('use_sim_time', value=True)])
-        peer = rclpy.create_node('peer', context=context)
-        executor = SingleThreadedExecutor(context=context)
-        executor.add_node(node)
-        executor.add_node(peer)
+            Parameter('use_sim_time', value=True)])) as (node, peer, executor):
         events = []
         peer.create_subscription(Header, '/mission/output/heartbeat',
                                  lambda m: events.append(
@@ -226,12 +201,12 @@ def test_heartbeat_answers_every_odometry():
                                                            + m.header.stamp.nanosec),
                                  state_qos(depth=20))
         odometry = peer.create_publisher(Odometry, '/mission/input/odometry', sensor_qos())
-        assert _spin_until(executor, lambda: odometry.get_subscription_count() > 0)
+        assert spin_until(executor, lambda: odometry.get_subscription_count() > 0)
         # No ride yet: IDLE at the first odometry; a NaN one and a stale one are rejected.
         for t_s, x in ((1.0, 10.0), (1.02, float('nan')), (0.5, 10.0), (1.04, 10.0)):
             odometry.publish(_odometry(t_s, x, -1.75, 0.0))
             stamp_ns = int(round(t_s * 1e9))
-            assert _spin_until(executor, lambda: ('beat', stamp_ns) in events)
+            assert spin_until(executor, lambda: ('beat', stamp_ns) in events)
         beats = [stamp for kind, stamp in events if kind == 'beat']
         assert beats == [1_000_000_000, 1_020_000_000, 500_000_000, 1_040_000_000]
         # The periodic status (1 Hz) goes out on odometry time: at the first odometry of
@@ -239,12 +214,10 @@ def test_heartbeat_answers_every_odometry():
         for t_s in (1.5, 2.0, 2.5, 3.0):
             odometry.publish(_odometry(t_s, 10.0, -1.75, 0.0))
             stamp_ns = int(round(t_s * 1e9))
-            assert _spin_until(executor, lambda: ('beat', stamp_ns) in events)
-        assert _spin_until(executor, lambda: {1_000_000_000, 2_000_000_000, 3_000_000_000}
-                           <= set(statuses))
+            assert spin_until(executor, lambda: ('beat', stamp_ns) in events)
+        assert spin_until(executor, lambda: {1_000_000_000, 2_000_000_000, 3_000_000_000}
+                          <= set(statuses))
         assert not {1_500_000_000, 2_500_000_000} & set(statuses)
-    finally:
-        rclpy.shutdown(context=context)
 
 
 def test_no_heartbeat_publisher_by_default(graph):

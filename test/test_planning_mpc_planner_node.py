@@ -3,15 +3,14 @@ trajectories ordered in time, the mission goal and ground-truth objects applied,
 and out-of-order odometry rejected with diagnostics, bad parameters refused."""
 
 import math
-import time
 
 import pytest
 import rclpy
 from geometry_msgs.msg import Pose, PoseStamped
 from nav_msgs.msg import Odometry
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.parameter import Parameter
 
+from rclpy_harness import node_graph, spin_until
 from robotaxi_msgs.msg import (ControlCommand, MissionStatus, ObjectClass, TrackedObject,
                                TrackedObjects, Trajectory)
 from robotaxi_stack.common.diagnostics import ERROR, WARN
@@ -65,13 +64,6 @@ def _tracked_car(object_id, x, y, yaw, speed, length=4.5, width=1.8):
     return obj
 
 
-def _spin_until(executor, condition, timeout_s=20.0):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and not condition():
-        executor.spin_once(timeout_sec=0.05)
-    return condition()
-
-
 class _Graph:
     """The node under test, a peer with publishers/subscribers on its default topic names."""
 
@@ -89,13 +81,13 @@ class _Graph:
         self.goal = peer.create_publisher(PoseStamped, '/mpc_planner/input/goal', state_qos())
         self.objects = peer.create_publisher(
             TrackedObjects, '/mpc_planner/input/ground_truth_objects', objects_qos())
-        assert _spin_until(executor, lambda: self.odometry.get_subscription_count() > 0
-                           and self.mission.get_subscription_count() > 0
-                           and self.goal.get_subscription_count() > 0
-                           and self.objects.get_subscription_count() > 0)
+        assert self.spin_until(lambda: self.odometry.get_subscription_count() > 0
+                               and self.mission.get_subscription_count() > 0
+                               and self.goal.get_subscription_count() > 0
+                               and self.objects.get_subscription_count() > 0)
 
     def spin_until(self, condition):
-        return _spin_until(self.executor, condition)
+        return spin_until(self.executor, condition, timeout_s=20.0)
 
     def command_at(self, t_s):
         return next((c for c in self.commands if _stamp_key(c) == _key(t_s)), None)
@@ -122,20 +114,11 @@ class _Graph:
 
 @pytest.fixture
 def graph():
-    context = rclpy.Context()
-    rclpy.init(context=context)
-    try:
-        node = MpcPlannerNode(context=context, parameter_overrides=[
+    with node_graph(lambda context: MpcPlannerNode(context=context, parameter_overrides=[
             Parameter('perception', value='ground_truth'),
             Parameter('scenario', value=str(data_path('scenarios', 'plain_ride.yaml'))),
-            Parameter('input_delay_s', value=0.0)])
-        peer = rclpy.create_node('peer', context=context)
-        executor = SingleThreadedExecutor(context=context)
-        executor.add_node(node)
-        executor.add_node(peer)
+            Parameter('input_delay_s', value=0.0)])) as (node, peer, executor):
         yield _Graph(node, peer, executor)
-    finally:
-        rclpy.shutdown(context=context)
 
 
 def _assert_trajectory_well_formed(msg):

@@ -3,14 +3,12 @@ header, copied object fields, 16 poses per path at 0.5 s, confidences summing to
 dropped with a diagnostic; a bad parameter stops start-up."""
 
 import math
-import time
 
 import pytest
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.parameter import Parameter
 
+from rclpy_harness import node_graph, spin_until
 from robotaxi_msgs.msg import ObjectClass, PredictedObjects, TrackedObject, TrackedObjects
 from robotaxi_stack.common.paths import data_path
 from robotaxi_stack.common.qos import objects_qos
@@ -19,25 +17,10 @@ from robotaxi_stack.prediction.prediction_node import PredictionNode, main
 
 @pytest.fixture
 def graph():
-    context = rclpy.Context()
-    rclpy.init(context=context)
-    try:
-        node = PredictionNode(context=context, parameter_overrides=[
-            Parameter('scenario', value=str(data_path('scenarios', 'plain_ride.yaml')))])
-        peer = rclpy.create_node('peer', context=context)
-        executor = SingleThreadedExecutor(context=context)
-        executor.add_node(node)
-        executor.add_node(peer)
-        yield node, peer, executor
-    finally:
-        rclpy.shutdown(context=context)
-
-
-def _spin_until(executor, condition, timeout_s=10.0):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and not condition():
-        executor.spin_once(timeout_sec=0.05)
-    return condition()
+    scenario = str(data_path('scenarios', 'plain_ride.yaml'))
+    with node_graph(lambda context: PredictionNode(context=context, parameter_overrides=[
+            Parameter('scenario', value=scenario)])) as graph:
+        yield graph
 
 
 def _object(object_id, label, x, y, yaw, speed):
@@ -67,11 +50,11 @@ def test_tracked_objects_in_predicted_objects_out_with_the_same_stamp(graph):
                              objects_qos())
     publisher = peer.create_publisher(TrackedObjects, '/prediction/input/objects',
                                       objects_qos())
-    assert _spin_until(executor, lambda: publisher.get_subscription_count() > 0)
+    assert spin_until(executor, lambda: publisher.get_subscription_count() > 0)
     car = _object(5, ObjectClass.CAR, 20.0, -1.75, 0.0, 8.0)
     walker = _object(9, ObjectClass.PEDESTRIAN, 60.0, -5.0, 0.0, 1.4)
     publisher.publish(_objects(12.3, [car, walker]))
-    assert _spin_until(executor, lambda: bool(received))
+    assert spin_until(executor, lambda: bool(received))
     msg = received[0]
     assert (msg.header.stamp.sec, msg.header.stamp.nanosec) == (12, 300_000_000)
     assert msg.header.frame_id == 'map'
@@ -101,13 +84,13 @@ def test_bad_objects_are_dropped_with_a_diagnostic(graph):
     peer.create_subscription(DiagnosticArray, '/diagnostics', diagnostics.append, 10)
     publisher = peer.create_publisher(TrackedObjects, '/prediction/input/objects',
                                       objects_qos())
-    assert _spin_until(executor, lambda: publisher.get_subscription_count() > 0)
+    assert spin_until(executor, lambda: publisher.get_subscription_count() > 0)
     good = _object(1, ObjectClass.CAR, 20.0, -1.75, 0.0, 8.0)
     bad = _object(2, ObjectClass.CAR, float('nan'), -1.75, 0.0, 8.0)
     twin = _object(1, ObjectClass.CAR, 60.0, -1.75, 0.0, 8.0)
     publisher.publish(_objects(3.0, [good, bad, twin]))
     publisher.publish(_objects(4.0, []))
-    assert _spin_until(executor, lambda: len(received) == 2)
+    assert spin_until(executor, lambda: len(received) == 2)
     assert [o.object_id for o in received[0].objects] == [1]
     assert received[0].objects[0].pose.pose.position.x == pytest.approx(20.0)
     assert received[1].objects == []
@@ -117,7 +100,7 @@ def test_bad_objects_are_dropped_with_a_diagnostic(graph):
                    if status.name == node.get_fully_qualified_name())
 
     publisher.publish(_objects(5.0, [good, bad]))
-    assert _spin_until(executor, lambda: reported('1 objects with non-finite values'))
+    assert spin_until(executor, lambda: reported('1 objects with non-finite values'))
     values = {kv.key: kv.value for array in diagnostics for status in array.status
               for kv in status.values}
     assert 'processing_p50_ms' in values and values['dropped_nonfinite'] == '1'
@@ -130,11 +113,11 @@ def test_objects_in_another_frame_come_out_without_paths(graph):
                              objects_qos())
     publisher = peer.create_publisher(TrackedObjects, '/prediction/input/objects',
                                       objects_qos())
-    assert _spin_until(executor, lambda: publisher.get_subscription_count() > 0)
+    assert spin_until(executor, lambda: publisher.get_subscription_count() > 0)
     msg = _objects(2.0, [_object(1, ObjectClass.CAR, 20.0, -1.75, 0.0, 8.0)])
     msg.header.frame_id = 'base_link'
     publisher.publish(msg)
-    assert _spin_until(executor, lambda: bool(received))
+    assert spin_until(executor, lambda: bool(received))
     assert received[0].header.frame_id == 'base_link'
     assert [o.object_id for o in received[0].objects] == [1]
     assert received[0].objects[0].paths == []

@@ -2,16 +2,14 @@
 out (ids, stamps, frame, object-frame twist); bad input gives a diagnostic, not a crash."""
 
 import math
-import time
 
 import numpy as np
 import pytest
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from nav_msgs.msg import Odometry
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.parameter import Parameter
 
+from rclpy_harness import node_graph, spin_until
 from robotaxi_msgs.msg import DetectedObjects, TrackedObjects
 from robotaxi_stack.common.qos import objects_qos, sensor_qos
 from robotaxi_stack.common.stamps import ns_to_stamp, stamp_to_ns
@@ -24,25 +22,9 @@ EGO_SPEED_MPS = 5.0
 
 @pytest.fixture
 def graph():
-    context = rclpy.Context()
-    rclpy.init(context=context)
-    try:
-        node = TrackingNode(context=context, parameter_overrides=[
-            Parameter('diagnostics_period_s', value=0.2)])
-        peer = rclpy.create_node('peer', context=context)
-        executor = SingleThreadedExecutor(context=context)
-        executor.add_node(node)
-        executor.add_node(peer)
-        yield node, peer, executor
-    finally:
-        rclpy.shutdown(context=context)
-
-
-def _spin_until(executor, condition, timeout_s=10.0):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and not condition():
-        executor.spin_once(timeout_sec=0.02)
-    return condition()
+    with node_graph(lambda context: TrackingNode(context=context, parameter_overrides=[
+            Parameter('diagnostics_period_s', value=0.2)])) as graph:
+        yield graph
 
 
 def _odometry(t_ns):
@@ -83,18 +65,18 @@ def test_tracks_follow_detections_with_stamps_ids_and_object_frame_twist(graph):
     objects = peer.create_publisher(DetectedObjects, '/tracking/input/objects',
                                     objects_qos(depth=50))
     odometry = peer.create_publisher(Odometry, '/tracking/input/odometry', sensor_qos())
-    assert _spin_until(executor, lambda: objects.get_subscription_count() > 0
-                       and odometry.get_subscription_count() > 0
-                       and peer.count_publishers('/tracking/output/objects') > 0)
+    assert spin_until(executor, lambda: objects.get_subscription_count() > 0
+                      and odometry.get_subscription_count() > 0
+                      and peer.count_publishers('/tracking/output/objects') > 0)
     stamps = [100_000_000 * k + 1_000_000_000 for k in range(20)]
     for t_ns in stamps:
         # Odometry before and after the detection stamp (50 Hz), as localisation delivers it.
         for dt_ns in (-20_000_000, 0, 20_000_000):
             odometry.publish(_odometry(t_ns + dt_ns))
-        assert _spin_until(executor, lambda: len(node.tracker.poses) >= 2)
+        assert spin_until(executor, lambda: len(node.tracker.poses) >= 2)
         objects.publish(_car_ahead(t_ns))
-        assert _spin_until(executor, lambda: node.tracker.stamp_ns == t_ns), t_ns
-    assert _spin_until(executor, lambda: len(outputs) == len(stamps))
+        assert spin_until(executor, lambda: node.tracker.stamp_ns == t_ns), t_ns
+    assert spin_until(executor, lambda: len(outputs) == len(stamps))
     assert [stamp_to_ns(m.header.stamp) for m in outputs] == stamps
     assert all(m.header.frame_id == 'map' for m in outputs)
     confirmed = [m for m in outputs if m.objects]
@@ -120,8 +102,8 @@ def test_bad_input_reports_diagnostics_and_empty_input_gives_empty_output(graph)
     peer.create_subscription(DiagnosticArray, '/diagnostics', diagnostics.append, 50)
     objects = peer.create_publisher(DetectedObjects, '/tracking/input/objects',
                                     objects_qos(depth=50))
-    assert _spin_until(executor, lambda: objects.get_subscription_count() > 0
-                       and peer.count_publishers('/tracking/output/objects') > 0)
+    assert spin_until(executor, lambda: objects.get_subscription_count() > 0
+                      and peer.count_publishers('/tracking/output/objects') > 0)
 
     def reported(text):
         return any(text in status.message for array in diagnostics for status in array.status
@@ -131,33 +113,33 @@ def test_bad_input_reports_diagnostics_and_empty_input_gives_empty_output(graph)
     wrong = _car_ahead(1_000_000_000, 'map')
     wrong.header.frame_id = 'lidar_top'
     objects.publish(wrong)
-    assert _spin_until(executor, lambda: reported("frame 'lidar_top'"))
+    assert spin_until(executor, lambda: reported("frame 'lidar_top'"))
     # base_link detections without any odometry wait for the odometry of their stamp ...
     objects.publish(_car_ahead(1_100_000_000, 'base_link'))
-    assert _spin_until(executor, lambda: node._pending is not None)
+    assert spin_until(executor, lambda: node._pending is not None)
     assert outputs == []
     # A NaN detection is dropped and reported; the frame is still published (empty).
     nan_msg = _car_ahead(1_200_000_000, 'map')
     nan_msg.objects[0].pose.pose.position.x = math.nan
     objects.publish(nan_msg)
-    assert _spin_until(executor, lambda: len(outputs) == 1)
+    assert spin_until(executor, lambda: len(outputs) == 1)
     assert outputs[0].objects == [] and stamp_to_ns(outputs[0].header.stamp) == 1_200_000_000
     # ... and, when the next frame comes first, are processed then: rejected (no ego pose),
     # counted as unsynced.
     assert node.tracker.stats.rejected_frames == 2
     assert node.unsynced == 1 and node._pending is None
-    assert _spin_until(executor, lambda: reported('processed before the odometry'))
-    assert _spin_until(executor, lambda: reported('1 non-finite detections dropped'))
+    assert spin_until(executor, lambda: reported('processed before the odometry'))
+    assert spin_until(executor, lambda: reported('1 non-finite detections dropped'))
     # An empty frame gives an empty output with its stamp.
     empty = DetectedObjects()
     empty.header.stamp = ns_to_stamp(1_300_000_000)
     empty.header.frame_id = 'map'
     objects.publish(empty)
-    assert _spin_until(executor, lambda: len(outputs) == 2)
+    assert spin_until(executor, lambda: len(outputs) == 2)
     assert outputs[1].objects == [] and stamp_to_ns(outputs[1].header.stamp) == 1_300_000_000
     # A duplicate stamp is rejected and counted.
     objects.publish(empty)
-    assert _spin_until(executor, lambda: reported('duplicate stamp'))
+    assert spin_until(executor, lambda: reported('duplicate stamp'))
     assert node.tracker.stats.duplicate_stamps == 1
     assert len(outputs) == 2
     values = {kv.key: kv.value for array in diagnostics for status in array.status

@@ -71,3 +71,13 @@ def test_se2_matches_se3_in_plane():
 def test_bad_geometry_raises_geometry_error(call):
     with pytest.raises(g.GeometryError):
         call()
+
+
+def test_points_in_bev_boxes_follows_the_box_yaw_and_counts_edges_as_inside():
+    boxes = np.array([[10.0, 0.0, np.pi / 2, 4.0, 2.0],   # 4 m long along +y, 2 m wide
+                      [0.0, 0.0, 0.0, 2.0, 2.0]])
+    points = np.array([[10.0, 1.9], [11.1, 0.0], [10.0, 2.0], [1.0, 1.0], [5.0, 5.0]])
+    assert g.points_in_bev_boxes(points, boxes).tolist() == [
+        [True, False], [False, False], [True, False], [False, True], [False, False]]
+    assert g.points_in_bev_boxes(np.zeros((0, 2)), boxes).shape == (0, 2)
+    assert g.points_in_bev_boxes(points, np.zeros((0, 5))).shape == (5, 0)

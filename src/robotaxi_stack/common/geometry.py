@@ -143,6 +143,16 @@ def se2_transform_points(pose, points_xy: np.ndarray) -> np.ndarray:
     return points @ rotation.T + np.array([x, y])
 
 
+def points_in_bev_boxes(points_xy: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """(K, M) whether point k (K, 2) lies inside BEV box m (M, >=5 [x, y, yaw, length,
+    width]); edges count as inside."""
+    rel = points_xy[:, None, :] - boxes[None, :, :2]
+    cos_m, sin_m = np.cos(boxes[:, 2]), np.sin(boxes[:, 2])
+    along = rel[..., 0] * cos_m + rel[..., 1] * sin_m
+    across = rel[..., 1] * cos_m - rel[..., 0] * sin_m
+    return (np.abs(along) <= 0.5 * boxes[:, 3]) & (np.abs(across) <= 0.5 * boxes[:, 4])
+
+
 def se2_to_matrix(pose) -> np.ndarray:
     """(x, y, yaw) -> 4x4 transform in the z = 0 plane."""
     x, y, yaw = (float(v) for v in _finite('pose', pose))

@@ -48,6 +48,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
+from robotaxi_stack.common.geometry import points_in_bev_boxes
 from robotaxi_stack.common.params import ParameterError, check_fields, param
 
 # robotaxi_msgs/ObjectClass.UNKNOWN (the core does not import message packages).
@@ -661,15 +662,6 @@ def _detection_array(detections: Any) -> np.ndarray:
     return np.asarray(rows, dtype=np.float64).reshape(-1, 5)
 
 
-def _centres_inside(centres: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    """(K, M) whether centre k lies inside box m (both BEV, boxes [x, y, yaw, l, w])."""
-    rel = centres[:, None, :] - boxes[None, :, :2]
-    cos_m, sin_m = np.cos(boxes[:, 2]), np.sin(boxes[:, 2])
-    along = rel[..., 0] * cos_m + rel[..., 1] * sin_m
-    across = rel[..., 1] * cos_m - rel[..., 0] * sin_m
-    return (np.abs(along) <= 0.5 * boxes[:, 3]) & (np.abs(across) <= 0.5 * boxes[:, 4])
-
-
 def merge_with_detections(clusters: Sequence[ObstacleCluster] | ObstacleResult,
                           detections: Any, *,
                           iou_threshold: float = DEFAULT_MERGE_IOU) -> tuple[ObstacleCluster,
@@ -694,7 +686,8 @@ def merge_with_detections(clusters: Sequence[ObstacleCluster] | ObstacleResult,
                                      c.height_m, c.point_count, LABEL_UNKNOWN)
                      for c in clusters)
     boxes = np.array([(c.x_m, c.y_m, c.yaw_rad, c.length_m, c.width_m) for c in clusters])
-    explained = _centres_inside(boxes[:, :2], dets) | _centres_inside(dets[:, :2], boxes).T
+    explained = (points_in_bev_boxes(boxes[:, :2], dets)
+                 | points_in_bev_boxes(dets[:, :2], boxes).T)
     # IoU only for pairs whose circumscribed circles meet (the rest cannot overlap).
     reach = 0.5 * np.hypot(boxes[:, 3], boxes[:, 4])[:, None] \
         + 0.5 * np.hypot(dets[:, 3], dets[:, 4])[None, :]

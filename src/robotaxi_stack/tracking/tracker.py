@@ -52,6 +52,7 @@ from typing import Any
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from robotaxi_stack.common.geometry import points_in_bev_boxes
 from robotaxi_stack.common.params import ParameterError, param
 
 NS_PER_S = 1_000_000_000
@@ -497,17 +498,6 @@ def _predict_ctra(x: np.ndarray, P: np.ndarray, dt: float, jerk_sigma: float,
     return out, F @ P @ F.transpose(0, 2, 1) + q_scale[:, None, None] * Q
 
 
-def _inside_boxes(xy_m: np.ndarray, table: '_Table') -> np.ndarray:
-    """(M,) bool: points inside the BEV box (centre, box yaw, length, width) of any track."""
-    if len(table) == 0 or len(xy_m) == 0:
-        return np.zeros(len(xy_m), bool)
-    rel = xy_m[:, None, :] - table.x[None, :, :2]                      # (M, N, 2)
-    c, s = np.cos(table.box_yaw), np.sin(table.box_yaw)
-    along = np.abs(rel[..., 0] * c + rel[..., 1] * s)
-    across = np.abs(-rel[..., 0] * s + rel[..., 1] * c)
-    return ((along <= 0.5 * table.dims[:, 0]) & (across <= 0.5 * table.dims[:, 1])).any(axis=1)
-
-
 def _identities(n: int) -> np.ndarray:
     """(n, 6, 6) identity matrices."""
     eye = np.zeros((n, STATE_DIM * STATE_DIM))
@@ -831,7 +821,9 @@ class Tracker:
         table = table.select(keep)
         unassigned = np.ones(len(dets), bool)
         unassigned[cols] = False
-        unassigned &= ~_inside_boxes(dets.xy_m, table.select(table.confirmed))
+        confirmed = table.select(table.confirmed)
+        boxes = np.column_stack([confirmed.x[:, :2], confirmed.box_yaw, confirmed.dims[:, :2]])
+        unassigned &= ~points_in_bev_boxes(dets.xy_m, boxes).any(axis=1)
         self._table = table.extend(self._births(stamp_ns, dets, np.flatnonzero(unassigned),
                                                 len(table)))
 

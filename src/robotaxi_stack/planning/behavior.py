@@ -337,8 +337,8 @@ def plan_behavior(path: ReferencePath, ego_s_m: float, ego_d_m: float, ego_speed
     # A standing vehicle stays where it is: the tracker's residual speed of a parked car
     # (its box grows and shrinks with the view) would otherwise drift its prediction metres
     # sideways over the horizon and the MPC would swerve around where it is not.
-    vulnerable_k = np.isin(objects.labels, VULNERABLE) if len(objects) else np.zeros(0, bool)
-    hold = standing & ~vulnerable_k
+    vulnerable = np.isin(objects.labels, VULNERABLE) if len(objects) else np.zeros(0, bool)
+    hold = standing & ~vulnerable
     pred_s[hold] = obj_s[hold, None]
     pred_d[hold] = obj_d[hold, None]
     horizon_s = ego_s_m + max(ego_speed_mps, 3.0) * steps * step_s + 10.0
@@ -350,15 +350,15 @@ def plan_behavior(path: ReferencePath, ego_s_m: float, ego_d_m: float, ego_speed
         future = np.abs(pred_d[k, t_mask]) < corridor[k]
         future &= pred_s[k, t_mask] + half_l[k] > front_s - 1.0
         rear_s = obj_s[k] - half_l[k]
-        is_vulnerable = objects.labels[k] in VULNERABLE
+        is_vulnerable = bool(vulnerable[k])
         stopped_vehicle = bool(hold[k])
         if (stopped_vehicle and in_path_now and ahead and rear_s <= front_s - 1.0
                 and obj_s[k] + half_l[k] + ego.rear_m + params.pass_trail_m > ego_s_m):
             passing.append(k)  # alongside it: keep the pass corridor until past it
             continue
         if ahead and rear_s > front_s - 1.0 and (in_path_now or future.any()):
-            moving_along = v_along[k] > params.static_speed_mps and not hold[k] \
-                and not is_vulnerable
+            moving_along = (v_along[k] > params.static_speed_mps and not standing[k]
+                            and not is_vulnerable)
             if moving_along:
                 # Lead vehicle: stop where we could stop if it braked hard now.
                 lead_stop = rear_s + v_along[k] ** 2 / (2.0 * params.lead_brake_mps2)
@@ -450,7 +450,7 @@ def plan_behavior(path: ReferencePath, ego_s_m: float, ego_d_m: float, ego_speed
             zone = path.xy_m[(path.s_m >= line_s) & (path.s_m <= line_s + 30.0)]
             # Moving vehicles only: parked cars never clear, pedestrians are the
             # crosswalk rule's business, a stopped car in our way is an in-path blocker.
-            movers = (speed > params.static_speed_mps) & ~np.isin(objects.labels, VULNERABLE)
+            movers = (speed > params.static_speed_mps) & ~vulnerable
             blockers = _conflicts(objects.select(movers), zone, ego, params,
                                   params.gap_time_s) if len(objects) else []
             if waited and not blockers:
@@ -462,7 +462,6 @@ def plan_behavior(path: ReferencePath, ego_s_m: float, ego_d_m: float, ego_speed
         break
 
     # Crosswalks: yield to pedestrians on or about to enter them.
-    vulnerable = np.isin(objects.labels, VULNERABLE) if len(objects) else np.zeros(0, bool)
     for s0, s1, polygon in path.crosswalks:
         if front_s > s0 + 0.5 or s0 > ego_s_m + params.obstacle_range_m:
             continue  # committed (already on it) or too far to matter
